@@ -1,0 +1,33 @@
+# The two commands a user needs: `make repro` (run the pipeline on its defaults) and `make test`.
+# Both build .venv from requirements.lock first; the venv is rebuilt only when the lock changes.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed-from-lock
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv repro test lint format lock bench
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check "uv==$$(sed -n 's/^uv==//p' requirements.lock)"
+	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -r requirements.lock
+	touch $@
+
+repro: venv
+	dvc repro
+
+test: venv
+	ruff check .
+	ruff format --check .
+	pytest
+
+lint: venv
+	ruff check --fix .
+	ruff format .
+
+# Re-resolve the lock after editing requirements.in.
+lock: venv
+	uv pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock

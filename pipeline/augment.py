@@ -1,0 +1,151 @@
+"""Albumentations pipelines declared in params.yaml, checked against albumentations itself."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call at import
+import albumentations as A
+
+from pipeline.errors import UserError, choices_hint
+from pipeline.params import Augment, Transform
+
+CHUNK = 256  # images per task: large enough to amortise process hand-off, small enough to stream
+
+
+def transform_names() -> list[str]:
+    """Every single-image transform albumentations offers (not compositions like OneOf)."""
+    return sorted(
+        name
+        for name in dir(A)
+        if isinstance(getattr(A, name), type)
+        and issubclass(getattr(A, name), A.BasicTransform)
+        and not inspect.isabstract(getattr(A, name))
+        and name[0].isupper()
+        and name not in ("BasicTransform", "DualTransform", "ImageOnlyTransform", "NoOp", "Transform3D")
+    )
+
+
+def build_transform(t: Transform, where: str) -> A.BasicTransform:
+    """One albumentations transform; a wrong name or argument raises a UserError naming it."""
+    names = transform_names()
+    if t.name not in names:
+        raise UserError(f"{where}.name: unknown transform '{t.name}'; {choices_hint(t.name, names)}")
+    cls = getattr(A, t.name)
+    accepted = [
+        p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "p", "args", "kwargs")
+    ]
+    for arg in t.args:
+        if arg not in accepted:
+            raise UserError(
+                f"{where}.args.{arg}: {t.name} takes no argument '{arg}'; {choices_hint(arg, accepted)}"
+            )
+    try:
+        return cls(p=t.p, **t.args)
+    except Exception as exc:  # albumentations validates with pydantic and plain ValueErrors alike
+        detail = " ".join(str(exc).split())
+        raise UserError(f"{where}.args: invalid for {t.name}: {detail}") from None
+
+
+def build_compose(spec: Augment, dataset: str, seed: int) -> A.Compose:
+    transforms = [
+        build_transform(t, f"augment.{dataset}.transforms[{i}]") for i, t in enumerate(spec.transforms)
+    ]
+    return A.Compose(transforms, seed=seed)
+
+
+def validate(spec: Augment, dataset: str) -> None:
+    """Raise a UserError for any transform albumentations would not accept."""
+    build_compose(spec, dataset, seed=0)
+
+
+def _augment_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+    spec, dataset, seed, images, masks = task
+    compose = build_compose(spec, dataset, seed)
+    out_x = np.empty_like(images)
+    out_m = None if masks is None else np.empty_like(masks)
+    for i in range(len(images)):
+        if masks is None:
+            out_x[i] = _keep_channels(compose(image=images[i])["image"], images[i])
+        else:
+            res = compose(image=images[i], mask=masks[i])
+            out_x[i] = _keep_channels(res["image"], images[i])
+            out_m[i] = res["mask"].reshape(masks[i].shape)
+    return out_x, out_m
+
+
+def _keep_channels(result: np.ndarray, original: np.ndarray) -> np.ndarray:
+    # Some transforms drop a trailing channel axis of 1 on grayscale images.
+    return result.reshape(original.shape)
+
+
+def augmented_copies(
+    spec: Augment,
+    dataset: str,
+    images: np.ndarray,
+    seed: int,
+    masks: np.ndarray | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Yield augmented (images, masks) chunks, `spec.copies` passes over `images`, in order.
+
+    Each chunk gets its own seed from (seed, copy, chunk), so results do not depend on `workers`.
+    """
+    validate(spec, dataset)
+    tasks = (
+        (
+            spec,
+            dataset,
+            int(np.random.SeedSequence([seed, copy, start]).generate_state(1)[0]),
+            np.asarray(images[start : start + CHUNK]),
+            None if masks is None else np.asarray(masks[start : start + CHUNK]),
+        )
+        for copy in range(spec.copies)
+        for start in range(0, len(images), CHUNK)
+    )
+    total = spec.copies * len(images)
+    with tqdm(total=total, desc=f"augment {dataset}", unit="img", disable=not progress) as bar:
+        if workers <= 1:
+            results = map(_augment_chunk, tasks)
+            for out in results:
+                bar.update(len(out[0]))
+                yield out
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for out in pool.map(_augment_chunk, tasks):
+                    bar.update(len(out[0]))
+                    yield out
+
+
+def augment_split(
+    spec: Augment,
+    dataset: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    out_dir: Path,
+    workers: int = 1,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write train_x.npy (originals, then each augmented copy) and train_y.npy into out_dir."""
+    from pipeline.data.arrays import NpyWriter
+
+    n = len(images)
+    with NpyWriter(Path(out_dir) / "train_x.npy", images.shape[1:], n * (1 + spec.copies)) as writer:
+        for start in range(0, n, CHUNK):
+            for row in np.asarray(images[start : start + CHUNK]):
+                writer.append(row)
+        for chunk, _ in augmented_copies(spec, dataset, images, seed, workers=workers, progress=progress):
+            for row in chunk:
+                writer.append(row)
+    y = np.tile(np.asarray(labels), 1 + spec.copies)
+    np.save(Path(out_dir) / "train_y.npy", y)
+    return np.load(Path(out_dir) / "train_x.npy", mmap_mode="r"), y

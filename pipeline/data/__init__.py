@@ -1,0 +1,1 @@
+"""Image sources, splits and the on-disk array format of prepared datasets."""

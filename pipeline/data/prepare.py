@@ -1,0 +1,153 @@
+"""Turn a dataset's source into split uint8 arrays plus manifest.json, streaming image by image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.data import folder, shapes
+from pipeline.data.arrays import SPLITS, NpyWriter, atomic_dir, write_json
+from pipeline.data.split import stratified_split
+from pipeline.errors import UserError
+from pipeline.params import SHAPE_CLASSES, Dataset, FolderDataset, ShapesDataset
+
+
+@dataclass
+class Source:
+    """What prepare needs of a source: labels up front, and each image on demand."""
+
+    classes: list[str]
+    labels: list[int]
+    row_shape: tuple[int, ...]
+    load: Callable[[int], np.ndarray]  # may raise folder.SkipImage
+    describe: Callable[[int], str]
+    hasher: Any = field(default_factory=hashlib.sha256)  # has .hexdigest()
+
+
+def shapes_source(ds: ShapesDataset, seed: int) -> Source:
+    if ds.positive is None:
+        classes = list(ds.classes)
+        plan = [(label, kind, i) for label, kind in enumerate(classes) for i in range(ds.per_class)]
+    else:
+        # Binary task: as many positives as the other classes together, so it stays balanced.
+        classes = [f"not_{ds.positive}", ds.positive]
+        others = [c for c in ds.classes if c != ds.positive]
+        share = max(1, ds.per_class // len(others))
+        plan = [(1, ds.positive, i) for i in range(ds.per_class)]
+        plan += [(0, kind, i) for kind in others for i in range(share)]
+
+    def load(k: int) -> np.ndarray:
+        _, kind, i = plan[k]
+        rng = np.random.default_rng([seed, SHAPE_CLASSES.index(kind), i])
+        img = shapes.render(kind, rng, ds.image_size, ds.noise, ds.min_intensity, ds.max_stroke)
+        return img[..., None]
+
+    source = Source(
+        classes=classes,
+        labels=[label for label, _, _ in plan],
+        row_shape=(ds.image_size, ds.image_size, 1),
+        load=load,
+        describe=lambda k: f"{plan[k][1]}#{plan[k][2]}",
+    )
+    # Generated data is defined by its parameters, the seed and the drawing code's version.
+    source.hasher.update(
+        json.dumps([ds.model_dump(), seed, shapes.GENERATOR_VERSION], sort_keys=True).encode()
+    )
+    return source
+
+
+def folder_source(ds: FolderDataset) -> Source:
+    root = Path(ds.path)
+    classes, items = folder.scan(root, ds.classes)
+    digests: dict[int, bytes] = {}
+
+    def load(k: int) -> np.ndarray:
+        path = items[k][1]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise folder.SkipImage(f"unreadable: {exc.strerror}") from None
+        digests[k] = hashlib.sha256(path.relative_to(root).as_posix().encode() + b"\0" + data).digest()
+        return folder.read_image(data, ds.image_size, ds.channels, ds.resize)
+
+    return Source(
+        classes=classes,
+        labels=[label for label, _ in items],
+        row_shape=(ds.image_size, ds.image_size, ds.channels),
+        load=load,
+        describe=lambda k: items[k][1].relative_to(root).as_posix(),
+        hasher=_FolderHasher(digests),
+    )
+
+
+class _FolderHasher:
+    """Hash of every file's path and bytes, in index order, whatever order they were read in."""
+
+    def __init__(self, digests: dict[int, bytes]):
+        self.digests = digests
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256()
+        for k in sorted(self.digests):
+            h.update(self.digests[k])
+        return h.hexdigest()
+
+
+def make_source(ds: Dataset, seed: int) -> Source:
+    if isinstance(ds, ShapesDataset):
+        return shapes_source(ds, seed)
+    return folder_source(ds)
+
+
+def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = True) -> dict:
+    """Write {train,val,test}_{x,y}.npy and manifest.json into out_dir; returns the manifest."""
+    source = make_source(ds, seed)
+    splits = stratified_split(source.labels, ds.val_fraction, ds.test_fraction, seed)
+    skipped: list[dict] = []
+    counts: dict[str, dict[str, int]] = {}
+    with atomic_dir(out_dir) as tmp:
+        bar = tqdm(total=len(source.labels), desc=f"prepare {name}", unit="img", disable=not progress)
+        for split in SPLITS:
+            kept: list[int] = []
+            with NpyWriter(tmp / f"{split}_x.npy", source.row_shape, len(splits[split])) as writer:
+                for k in splits[split]:
+                    bar.update()
+                    try:
+                        writer.append(source.load(int(k)))
+                    except folder.SkipImage as exc:
+                        skipped.append({"file": source.describe(int(k)), "reason": str(exc)})
+                        continue
+                    kept.append(source.labels[int(k)])
+            np.save(tmp / f"{split}_y.npy", np.asarray(kept, dtype=np.int64))
+            per_class = Counter(kept)
+            counts[split] = {c: per_class.get(i, 0) for i, c in enumerate(source.classes)}
+        bar.close()
+        empty = [c for c in source.classes if sum(counts[s][c] for s in SPLITS) == 0]
+        if empty:
+            raise UserError(
+                f"datasets.{name}: class(es) {empty} have no usable image "
+                f"({len(skipped)} file(s) skipped, e.g. {skipped[0]['file']}: {skipped[0]['reason']})"
+            )
+        manifest = {
+            "name": name,
+            "source": ds.source,
+            "classes": source.classes,
+            "shape": list(source.row_shape),
+            "counts": counts,
+            "source_hash": source.hasher.hexdigest(),
+            "skipped": sorted(skipped, key=lambda s: s["file"]),
+            "params": ds.model_dump(),
+            "seed": seed,
+        }
+        write_json(tmp / "manifest.json", manifest)
+    if skipped:
+        print(f"prepare {name}: skipped {len(skipped)} file(s); see {out_dir / 'manifest.json'}")
+    return manifest

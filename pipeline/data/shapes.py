@@ -1,0 +1,119 @@
+"""The `shapes` source: seeded grayscale images with one drawn figure each.
+
+Classes follow the lecture's "find images with an angle": every `angle` carries a '/' diagonal
+stroke (the feature its hand-made 3x3 filter detects), and no other class has one. Lines are
+horizontal, vertical or '\\'; crosses are '+'; rings are small circles; `noise` is background only.
+Each image depends only on (seed, class, index), so generation streams and is reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.draw import circle_perimeter, line
+
+GENERATOR_VERSION = 1  # bump when drawing changes, so the source hash changes with it
+
+# Row/column steps of the stroke directions; rows grow downwards.
+SLASH = (-1, 1)  # '/': up and to the right
+BACKSLASH = (1, 1)  # '\'
+HORIZONTAL = (0, 1)
+VERTICAL = (1, 0)
+
+
+def render(
+    kind: str,
+    rng: np.random.Generator,
+    size: int = 32,
+    noise: float = 0.05,
+    min_intensity: float = 0.6,
+    max_stroke: int = 2,
+) -> np.ndarray:
+    """One image of class `kind` as uint8 (size, size)."""
+    canvas = np.zeros((size, size), np.float32)
+    intensity = rng.uniform(min_intensity, 1.0)
+    width = int(rng.integers(1, max_stroke + 1))
+    draw = _DRAWERS[kind]
+    draw(canvas, rng, size, width, intensity)
+    background = rng.uniform(0.0, 0.15)
+    img = np.maximum(canvas, background) + rng.normal(0.0, noise, canvas.shape)
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _stroke(
+    canvas: np.ndarray, r0: int, c0: int, step: tuple[int, int], length: int, width: int, value: float
+):
+    """A straight stroke from (r0, c0) along `step`, `width` pixels thick."""
+    r1, c1 = r0 + step[0] * (length - 1), c0 + step[1] * (length - 1)
+    # Thicken across the stroke: along columns for steep strokes, along rows for flat ones.
+    offset = (0, 1) if step[0] != 0 else (1, 0)
+    n = canvas.shape[0]
+    for k in range(width):
+        rr, cc = line(r0 + offset[0] * k, c0 + offset[1] * k, r1 + offset[0] * k, c1 + offset[1] * k)
+        keep = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
+        canvas[rr[keep], cc[keep]] = value
+
+
+def _length(rng: np.random.Generator, size: int) -> int:
+    return int(rng.integers(max(5, size // 4), max(6, size // 2) + 1))
+
+
+def _start(
+    rng: np.random.Generator, size: int, extent_r: tuple[int, int], extent_c: tuple[int, int], width: int
+):
+    """A start point such that rows r+extent_r and columns c+extent_c (plus the width) stay inside."""
+    lo_r, hi_r = -min(extent_r[0], 0), size - 1 - max(extent_r[1], 0) - width
+    lo_c, hi_c = -min(extent_c[0], 0), size - 1 - max(extent_c[1], 0) - width
+    return int(rng.integers(lo_r, max(lo_r, hi_r) + 1)), int(rng.integers(lo_c, max(lo_c, hi_c) + 1))
+
+
+def _draw_angle(canvas, rng, size, width, value):
+    """A '/' arm plus a second arm (horizontal, vertical or '\\') meeting it at one end."""
+    n = _length(rng, size)
+    m = _length(rng, size)
+    other = [HORIZONTAL, VERTICAL, BACKSLASH][int(rng.integers(3))]
+    at_top = bool(rng.integers(2))  # the arms meet at the '/' stroke's top or bottom end
+    sign = 1 if rng.integers(2) else -1
+    step2 = (other[0] * sign, other[1] * sign)
+    # Bounding box relative to the '/' stroke's bottom-left end (r, c).
+    joint = (-(n - 1), n - 1) if at_top else (0, 0)
+    end2 = (joint[0] + step2[0] * (m - 1), joint[1] + step2[1] * (m - 1))
+    rows = (min(-(n - 1), end2[0]), max(0, end2[0]))
+    cols = (min(0, end2[1]), max(n - 1, end2[1]))
+    r, c = _start(rng, size, rows, cols, width)
+    _stroke(canvas, r, c, SLASH, n, width, value)
+    _stroke(canvas, r + joint[0], c + joint[1], step2, m, width, value)
+
+
+def _draw_line(canvas, rng, size, width, value):
+    step = [HORIZONTAL, VERTICAL, BACKSLASH][int(rng.integers(3))]
+    n = _length(rng, size) + size // 8
+    r, c = _start(rng, size, (0, step[0] * (n - 1)), (0, step[1] * (n - 1)), width)
+    _stroke(canvas, r, c, step, n, width, value)
+
+
+def _draw_cross(canvas, rng, size, width, value):
+    half = _length(rng, size) // 2
+    r, c = _start(rng, size, (-half, half), (-half, half), width)
+    _stroke(canvas, r, c - half, HORIZONTAL, 2 * half + 1, width, value)
+    _stroke(canvas, r - half, c, VERTICAL, 2 * half + 1, width, value)
+
+
+def _draw_ring(canvas, rng, size, width, value):
+    radius = int(rng.integers(3, max(4, size // 5) + 1))
+    r, c = _start(rng, size, (-radius, radius), (-radius, radius), width)
+    for k in range(width):
+        rr, cc = circle_perimeter(r, c, radius + k, shape=canvas.shape)
+        canvas[rr, cc] = value
+
+
+def _draw_noise(canvas, rng, size, width, value):
+    """Background only."""
+
+
+_DRAWERS = {
+    "angle": _draw_angle,
+    "line": _draw_line,
+    "cross": _draw_cross,
+    "ring": _draw_ring,
+    "noise": _draw_noise,
+}

@@ -1,0 +1,322 @@
+"""Typed schema of params.yaml and `load()`, which checks the whole file before any work starts.
+
+Datasets are chosen by their `source`, models by their `architecture`; each kind has its own
+strict class, so an unknown key is caught with the valid keys of that very kind. This module
+must not import Keras: the backend is chosen from these params before Keras is imported.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import UserError, choices_hint, closest
+
+PARAMS_FILE = "params.yaml"
+SHAPE_CLASSES = ("angle", "line", "cross", "ring", "noise")
+Fraction = typing.Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- top-level sections
+
+
+class Runtime(Strict):
+    backend: Literal["tensorflow", "jax"] = "tensorflow"
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    deterministic: bool = True
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    workers: int = Field(1, ge=1, le=64)
+    verbose: Literal[0, 1, 2] = 1
+
+
+class Tracking(Strict):
+    uri: str | None = None
+    experiment: str = Field("convpipe", min_length=1)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class DatasetBase(Strict):
+    image_size: int = Field(32, ge=8, le=1024)
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.15
+
+    @model_validator(mode="after")
+    def _train_left(self) -> DatasetBase:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 0.1 for training")
+        return self
+
+
+class ShapesDataset(DatasetBase):
+    """Our seeded generator: one drawn figure per grayscale image."""
+
+    source: Literal["shapes"]
+    classes: list[Literal["angle", "line", "cross", "ring", "noise"]] = list(SHAPE_CLASSES)
+    positive: Literal["angle", "line", "cross", "ring", "noise"] | None = None
+    per_class: int = Field(400, ge=4, le=1_000_000)
+    noise: float = Field(0.05, ge=0.0, le=0.5)
+    min_intensity: float = Field(0.6, gt=0.0, le=1.0)
+    max_stroke: int = Field(2, ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _classes_ok(self) -> ShapesDataset:
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError("classes must name at least two different classes")
+        if self.positive is not None and self.positive not in self.classes:
+            raise ValueError(f"positive '{self.positive}' is not one of classes {self.classes}")
+        return self
+
+
+class FolderDataset(DatasetBase):
+    """A user's folder laid out as root/<class>/<image>."""
+
+    source: Literal["folder"]
+    path: str
+    channels: Literal[1, 3] = 3
+    resize: Literal["stretch", "pad", "crop"] = "stretch"
+    classes: list[str] | None = None
+
+
+DATASET_SOURCES: dict[str, type[DatasetBase]] = {"shapes": ShapesDataset, "folder": FolderDataset}
+Dataset = ShapesDataset | FolderDataset
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+class Transform(Strict):
+    name: str
+    p: float = Field(0.5, ge=0.0, le=1.0)
+    args: dict[str, Any] = {}
+
+
+class Augment(Strict):
+    copies: int = Field(1, ge=0, le=100)
+    transforms: list[Transform] = []
+    preview: int = Field(8, ge=1, le=64)
+
+
+# ---------------------------------------------------------------- models
+
+
+class TrainParams(Strict):
+    """What every trainable model has: its data and how it is fitted."""
+
+    dataset: str
+    architecture: str
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    early_stopping: int = Field(0, ge=0, le=10_000)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    shifts: list[typing.Annotated[int, Field(ge=0)]] = [0, 2, 4, 6, 8]
+
+
+class FilterNetParams(TrainParams):
+    architecture: Literal["filter_net"]
+    kernel_size: int = Field(3, ge=1, le=31)
+
+
+class MlpParams(TrainParams):
+    architecture: Literal["mlp"]
+    hidden: list[typing.Annotated[int, Field(ge=1)]] = [128, 64]
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class CnnParams(TrainParams):
+    architecture: Literal["cnn"]
+    filters: list[typing.Annotated[int, Field(ge=1)]] = Field([16, 32, 64], min_length=1)
+    kernel_size: int = Field(3, ge=1, le=31)
+    strides: int = Field(1, ge=1, le=8)
+    padding: Literal["same", "valid"] = "same"
+    pool_size: int = Field(2, ge=1, le=8)
+    batch_norm: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    head: Literal["global_avg", "global_max", "flatten"] = "global_avg"
+    dense: list[typing.Annotated[int, Field(ge=1)]] = []
+
+
+# Keep in step with pipeline.models.BUILDERS (a test checks both name the same architectures).
+ARCHITECTURES: dict[str, type[TrainParams]] = {
+    "filter_net": FilterNetParams,
+    "mlp": MlpParams,
+    "cnn": CnnParams,
+}
+
+
+def arch_kwargs(model: TrainParams) -> dict[str, Any]:
+    """The builder's keyword hyperparameters: everything but the shared training fields."""
+    return {k: v for k, v in model.model_dump().items() if k not in TrainParams.model_fields}
+
+
+# ---------------------------------------------------------------- the whole file
+
+
+class Params(Strict):
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    runtime: Runtime = Runtime()
+    tracking: Tracking = Tracking()
+    datasets: dict[str, Dataset]
+    augment: dict[str, Augment] = {}
+    models: dict[str, TrainParams]
+
+    @field_validator("datasets", "models")
+    @classmethod
+    def _not_empty(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("must name at least one entry")
+        return value
+
+    def dataset(self, name: str) -> Dataset:
+        return _entry(self.datasets, "datasets", name)
+
+    def model(self, name: str) -> TrainParams:
+        return _entry(self.models, "models", name)
+
+    def augment_for(self, dataset: str) -> Augment:
+        self.dataset(dataset)
+        return self.augment.get(dataset, Augment(copies=0))
+
+
+def _entry(section: dict, section_name: str, name: str) -> Any:
+    if name not in section:
+        raise UserError(
+            f"{section_name}.{name}: no such entry in {PARAMS_FILE}; {choices_hint(name, section)}"
+        )
+    return section[name]
+
+
+# ---------------------------------------------------------------- loading and error messages
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and check params.yaml; any mistake raises one UserError naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found (run from the repository root, where params.yaml is)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    return parse(raw, source=str(path))
+
+
+def parse(raw: Any, source: str = PARAMS_FILE) -> Params:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of sections at the top level")
+    data = dict(raw)
+    data["datasets"] = _dispatch(raw, "datasets", "source", DATASET_SOURCES, source)
+    data["models"] = _dispatch(raw, "models", "architecture", ARCHITECTURES, source)
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_describe(exc, Params, (), source)) from None
+    _check_references(params, source)
+    return params
+
+
+def _dispatch(raw: dict, section: str, tag: str, kinds: dict[str, type[Strict]], source: str) -> Any:
+    """Validate each entry of a named section with the class its tag picks."""
+    entries = raw.get(section)
+    if not isinstance(entries, dict):
+        return entries  # the top-level validation reports the missing or ill-typed section
+    out = {}
+    for name, entry in entries.items():
+        where = (section, str(name))
+        if not isinstance(entry, dict):
+            raise UserError(f"{source}: {section}.{name}: expected a mapping with a '{tag}' key")
+        kind = entry.get(tag)
+        if kind not in kinds:
+            what = "missing" if kind is None else f"unknown {tag} '{kind}'"
+            raise UserError(f"{source}: {section}.{name}.{tag}: {what}; {choices_hint(str(kind), kinds)}")
+        try:
+            out[name] = kinds[kind].model_validate(entry)
+        except ValidationError as exc:
+            raise UserError(_describe(exc, kinds[kind], where, source)) from None
+    return out
+
+
+def _check_references(params: Params, source: str) -> None:
+    for name, model in params.models.items():
+        if model.dataset not in params.datasets:
+            raise UserError(
+                f"{source}: models.{name}.dataset: no dataset '{model.dataset}'; "
+                f"{choices_hint(model.dataset, params.datasets)}"
+            )
+    for name in params.augment:
+        if name not in params.datasets:
+            raise UserError(
+                f"{source}: augment.{name}: no dataset of that name; {choices_hint(name, params.datasets)}"
+            )
+    for name in params.datasets:
+        if name not in params.augment:
+            raise UserError(
+                f"{source}: augment.{name}: missing; every dataset needs an augment entry "
+                f"(copies: 0 and transforms: [] turn augmentation off)"
+            )
+    # Transform names and arguments are checked against albumentations by pipeline.augment.
+
+
+def _describe(exc: ValidationError, root: type[BaseModel], prefix: tuple, source: str) -> str:
+    """One line for the first error: the dotted key, what is wrong, and what would be valid."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(str(p) for p in err["loc"])
+    # Pydantic puts the chosen union member's name into the path; users never wrote it.
+    loc = tuple(p for p in loc if p not in ("ShapesDataset", "FolderDataset") and "[" not in p)
+    key = ".".join(prefix + loc)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(root, loc[:-1])
+        hint = f"; valid keys: {', '.join(valid)}{closest(loc[-1], valid)}" if valid else ""
+        return f"{source}: {key}: unknown key{hint}{more}"
+    if err["type"] == "missing":
+        return f"{source}: {key}: required key is missing{more}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "literal_error" and "input" in err:
+        options = str(err.get("ctx", {}).get("expected", "")).replace("'", "")
+        choices = [o.strip() for o in options.replace(" or ", ",").split(",") if o.strip()]
+        msg = f"got {err['input']!r}; {choices_hint(str(err['input']), choices)}"
+    elif "input" in err and not isinstance(err["input"], dict):
+        msg = f"{msg} (got {err['input']!r})"
+    return f"{source}: {key or '(top level)'}: {msg}{more}"
+
+
+def _fields_at(cls: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    """Field names of the strict class found by walking `loc` down from `cls` (best effort)."""
+    current: Any = cls
+    for part in loc:
+        current = _strip_optional(current)
+        if typing.get_origin(current) in (list, dict):
+            current = typing.get_args(current)[-1]  # `part` is an index or a key
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        else:
+            return []
+    current = _strip_optional(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _strip_optional(annotation: Any) -> Any:
+    """X for X | None; anything else unchanged."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation

@@ -1,0 +1,107 @@
+"""Figures saved as PNG: training curves, confusion matrix, ROC, translation test, image grids."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+# No creation date or version in the files, so that the same figure gives the same bytes.
+_PNG = {"metadata": {"Software": None}, "dpi": 100}
+
+
+def _save(fig, path: Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, **_PNG)
+    plt.close(fig)
+
+
+def training_curves(history: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
+    names = sorted({k.removeprefix("val_") for k in history})
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for key, style in ((name, "-"), (f"val_{name}", "--")):
+            if key in history:
+                ax.plot(range(1, len(history[key]) + 1), history[key], style, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str) -> None:
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(classes), 0.8 + 0.8 * len(classes)))
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+    """ROC of the positive class for a binary task; one-vs-rest per class otherwise."""
+    from sklearn.metrics import auc, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    targets = [1] if len(classes) == 2 else range(len(classes))
+    for c in targets:
+        truth = np.asarray(y_true) == c
+        if truth.all() or not truth.any():
+            continue  # a class absent from the test split has no curve
+        fpr, tpr, _ = roc_curve(truth, proba[:, c])
+        ax.plot(fpr, tpr, label=f"{classes[c]} (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def shift_curve(accuracy_by_shift: Mapping[str, float], path: Path, title: str) -> None:
+    shifts = [int(s) for s in accuracy_by_shift]
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax.plot(shifts, list(accuracy_by_shift.values()), "o-")
+    ax.set_xlabel("shift (pixels, right and down)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def image_grid(
+    rows: Sequence[np.ndarray], path: Path, row_titles: Sequence[str] = (), title: str = ""
+) -> None:
+    """Rows of images (each an array of images), one figure; grayscale shown in grey."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 * n_cols, 1.2 * n_rows + 0.4), squeeze=False)
+    for r, images in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(images):
+                img = np.asarray(images[c])
+                if img.ndim == 3 and img.shape[-1] == 1:
+                    img = img[..., 0]
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+        if r < len(row_titles):
+            axes[r][0].set_title(row_titles[r], fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,41 @@
+"""DVC stage `augment`: the training split enlarged by augmented copies, and a preview grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import run_cli
+from pipeline.stages.common import load_checked, parser
+
+
+def main() -> None:
+    ap = parser(__doc__, "datasets")
+    ap.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    ap.add_argument("--out", type=Path, required=True, help="output folder")
+    ap.add_argument("--preview", type=Path, required=True, help="preview PNG")
+    args = ap.parse_args()
+    params = load_checked()
+    spec = params.augment_for(args.name)
+    from pipeline import augment, plots
+    from pipeline.data.arrays import atomic_dir, load_split, read_manifest
+
+    read_manifest(args.data)
+    x, y = load_split(args.data, "train")
+    with atomic_dir(args.out) as tmp:
+        aug_x, _ = augment.augment_split(
+            spec, args.name, x, y, params.seed, tmp, workers=params.runtime.workers, progress=True
+        )
+        n = min(spec.preview, len(x))
+        rows = [np.asarray(x[:n])]
+        titles = ["original"]
+        for copy in range(1, min(spec.copies, 3) + 1):
+            rows.append(np.asarray(aug_x[copy * len(x) : copy * len(x) + n]))
+            titles.append(f"augmented copy {copy}")
+        plots.image_grid(rows, args.preview, titles, title=f"augment {args.name}")
+    print(f"augment {args.name}: {len(x)} -> {len(aug_x)} training images in {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,32 @@
+"""What every stage does first: read and check all of params.yaml, then set up the process."""
+
+from __future__ import annotations
+
+import argparse
+import types
+
+from pipeline import params as params_module
+from pipeline.params import Params
+
+
+def load_checked() -> Params:
+    """The whole params.yaml, augmentations included, checked before any work starts."""
+    params = params_module.load()
+    from pipeline import augment  # albumentations is only needed for this check here
+
+    for name, spec in params.augment.items():
+        augment.validate(spec, name)
+    return params
+
+
+def start(params: Params) -> types.ModuleType:
+    """Backend, device, seeds and determinism; returns keras."""
+    from pipeline import runtime
+
+    return runtime.setup(params.runtime, params.seed)
+
+
+def parser(description: str, entry: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("name", help=f"key of the {entry} entry in params.yaml")
+    return ap

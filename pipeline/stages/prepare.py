@@ -1,0 +1,24 @@
+"""DVC stage `prepare`: a dataset's source into split uint8 arrays and manifest.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import run_cli
+from pipeline.stages.common import load_checked, parser
+
+
+def main() -> None:
+    ap = parser(__doc__, "datasets")
+    ap.add_argument("--out", type=Path, required=True, help="output folder")
+    args = ap.parse_args()
+    params = load_checked()
+    from pipeline.data.prepare import prepare
+
+    manifest = prepare(args.name, params.dataset(args.name), params.seed, args.out, progress=True)
+    counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
+    print(f"prepare {args.name}: {counts} images of shape {manifest['shape']} in {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,162 @@
+"""The one place that talks to MLflow.
+
+One run per model: train opens it and logs params, per-epoch metrics and the model; evaluate
+finds the same run again by the saved model's hash and adds test metrics and plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from pipeline.params import Tracking
+
+MODEL_HASH_TAG = "convpipe.model_md5"
+
+
+def repo_root() -> Path:
+    """The repository whose store runs belong to.
+
+    DVC sets DVC_ROOT for every stage, and points it at the main repository for experiments that
+    run in temporary workspaces, so queued runs land in the same store as workspace runs.
+    """
+    return Path(os.environ.get("DVC_ROOT") or Path(__file__).resolve().parents[1])
+
+
+def tracking_uri(tracking: Tracking) -> str:
+    """tracking.uri, else MLFLOW_TRACKING_URI, else an SQLite file at the repository root."""
+    return tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _is_local_default(uri: str) -> bool:
+    return uri.startswith("sqlite:///") and uri.endswith("mlflow.db")
+
+
+def use_experiment(tracking: Tracking) -> str:
+    """Point MLflow at the store and experiment; return the experiment id."""
+    uri = tracking_uri(tracking)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(tracking.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    # Artifacts beside the default store, not in whatever folder the stage runs from.
+    location = (repo_root() / "mlartifacts").as_uri() if _is_local_default(uri) else None
+    try:
+        return client.create_experiment(tracking.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another process (a parallel queued experiment) created it first.
+        return client.get_experiment_by_name(tracking.experiment).experiment_id
+
+
+def flatten(prefix: str, data: Any) -> dict[str, str]:
+    """{'model.lr': '0.001', 'model.filters': '[16, 32]'}: nested maps joined by dots."""
+    if isinstance(data, Mapping):
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), value))
+        return out
+    return {prefix: str(data)}
+
+
+def provenance_tags(workdir: Path | None = None) -> dict[str, str]:
+    """Git commit and dirty flag of the working copy, and the DVC experiment name if any."""
+    workdir = Path(workdir or Path.cwd())
+    tags = {}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        tags.update({"git_commit": commit, "git_dirty": str(bool(dirty)).lower()})
+    except (OSError, subprocess.CalledProcessError):
+        tags["git_commit"] = "unknown"
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def training_run(
+    tracking: Tracking, model_name: str, params: dict[str, str], tags: dict[str, str]
+) -> Iterator[mlflow.ActiveRun]:
+    """A new run named after the model, with its params and tags logged."""
+    experiment_id = use_experiment(tracking)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=model_name, tags=tags) as run:
+        mlflow.log_params(params)
+        yield run
+
+
+def find_training_run(tracking: Tracking, model_name: str, model_file: Path) -> str | None:
+    """The id of the run that saved this very model file, if the store still has it."""
+    experiment_id = use_experiment(tracking)
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{MODEL_HASH_TAG}` = '{file_md5(model_file)}' and tags.model = '{model_name}'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+class EpochLogger:
+    """Keras callback body: per-epoch metrics into the active run, in one request per epoch."""
+
+    def __init__(self, step_offset: int = 0):
+        self.step_offset = step_offset
+        self.seconds = 0.0  # time spent logging, reported by the benchmarks
+
+    def log(self, epoch: int, logs: Mapping[str, float]) -> None:
+        start = time.perf_counter()
+        metrics = {
+            k: float(v) for k, v in logs.items() if isinstance(v, int | float) or hasattr(v, "__float__")
+        }
+        mlflow.log_metrics(metrics, step=epoch + self.step_offset)
+        self.seconds += time.perf_counter() - start
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+    client = MlflowClient()
+    ts = int(time.time() * 1000)
+    batch = [mlflow.entities.Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+    client.log_batch(run_id, metrics=batch)
+
+
+def log_artifacts(run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
+    client = MlflowClient()
+    for p in paths:
+        if Path(p).exists():
+            client.log_artifact(run_id, str(p), artifact_path)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    mlflow.set_tags(dict(tags))
+
+
+def new_run(tracking: Tracking, name: str, tags: dict[str, str]) -> str:
+    experiment_id = use_experiment(tracking)
+    run = MlflowClient().create_run(experiment_id, run_name=name, tags={**provenance_tags(), **tags})
+    MlflowClient().set_terminated(run.info.run_id)
+    return run.info.run_id
