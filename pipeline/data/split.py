@@ -19,8 +19,8 @@ def stratified_split(
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_test = int(round(len(idx) * test_fraction))
-        n_val = int(round(len(idx) * val_fraction))
+        n_test = round(len(idx) * test_fraction)
+        n_val = round(len(idx) * val_fraction)
         parts["test"].append(idx[:n_test])
         parts["val"].append(idx[n_test : n_test + n_val])
         parts["train"].append(idx[n_test + n_val :])
