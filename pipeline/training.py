@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -40,7 +43,11 @@ class ArrayBatches(keras.utils.PyDataset):
         return np.asarray(self.x[idx]), self.y[idx]
 
     def on_epoch_end(self) -> None:
-        self.epoch += 1
+        self.start_at(self.epoch + 1)
+
+    def start_at(self, epoch: int) -> None:
+        """Continue with the order of `epoch`, so a resumed training sees the batches it would have."""
+        self.epoch = epoch
         self.order = self._order()
 
 
@@ -77,14 +84,78 @@ def compile_model(
     model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit)
 
 
-def callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
-    """Keep the weights of the best validation epoch; stop early when patience is set."""
-    patience = p.early_stopping if p.early_stopping else p.epochs + 1
-    return [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", mode="min", patience=patience, restore_best_weights=True, verbose=0
-        )
-    ]
+class Checkpoints:
+    """A model's resumable progress: the last epoch's model and optimizer, the best weights, the state.
+
+    Lives outside the stage's DVC outputs (DVC deletes those before a stage runs), so a training
+    killed mid-way resumes at its last completed epoch on the next `dvc repro`. The fingerprint of
+    the params and data it was made with guards against resuming a different training.
+    """
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = Path(folder), fingerprint
+        self.last = self.folder / "last.keras"
+        self.best = self.folder / "best.weights.h5"
+        self.state_file = self.folder / "state.json"
+
+    def resumable(self) -> dict | None:
+        """The saved state if it belongs to this very training, else None."""
+        if not (self.state_file.is_file() and self.last.is_file()):
+            return None
+        state = json.loads(self.state_file.read_text())
+        return state if state.get("fingerprint") == self.fingerprint else None
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def save(self, model: keras.Model, state: dict) -> None:
+        """Write the model, then the state, each by rename: a kill at any moment leaves a usable pair."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "last.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self.last)
+        tmp_state = self.folder / "state.tmp.json"
+        tmp_state.write_text(json.dumps({**state, "fingerprint": self.fingerprint}))
+        os.replace(tmp_state, self.state_file)
+
+
+class BestAndResume(keras.callbacks.Callback):
+    """Keeps the best epoch's weights (by val_loss), stops early on patience, checkpoints every epoch.
+
+    Replaces EarlyStopping(restore_best_weights=True) so that its state survives a resume too.
+    """
+
+    def __init__(self, checkpoints: Checkpoints, run_id: str, patience: int, state: dict | None = None):
+        super().__init__()
+        self.checkpoints, self.run_id, self.patience = checkpoints, run_id, patience
+        state = state or {}
+        self.history: list[dict[str, float]] = state.get("history", [])
+        self.best = state.get("best", math.inf)
+        self.best_epoch = state.get("best_epoch", -1)
+        self.wait = state.get("wait", 0)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.history.append(logs)
+        if logs["val_loss"] < self.best:
+            self.best, self.best_epoch, self.wait = logs["val_loss"], epoch, 0
+            self.checkpoints.folder.mkdir(parents=True, exist_ok=True)
+            self.model.save_weights(self.checkpoints.best)
+        else:
+            self.wait += 1
+        state = {"epoch": epoch, "run_id": self.run_id, "history": self.history}
+        state.update(best=self.best, best_epoch=self.best_epoch, wait=self.wait)
+        self.checkpoints.save(self.model, state)
+        if self.patience and self.wait >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None) -> None:
+        if self.checkpoints.best.is_file():
+            self.model.load_weights(self.checkpoints.best)
+
+    def history_columns(self) -> dict[str, list[float]]:
+        keys = sorted({k for row in self.history for k in row})
+        return {k: [row.get(k, math.nan) for row in self.history] for k in keys}
 
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -94,6 +165,26 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> n
     if p.shape[1] == 1:
         p = np.concatenate([1.0 - p, p], axis=1)
     return p
+
+
+def _renumber_shared_objects(config: Any) -> Any:
+    """Replace `shared_object_id`s (Python id()s, new every process) by 1, 2, ... in order of appearance.
+
+    The ids only say which entries are one shared object; a consistent renumbering keeps that.
+    """
+    ids: dict[int, int] = {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else walk(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(config)
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -107,6 +198,8 @@ def save_model(model: keras.Model, path: Path) -> None:
                 meta = json.loads(data)
                 meta.pop("date_saved", None)
                 data = json.dumps(meta, sort_keys=True).encode()
+            elif name == "config.json":
+                data = json.dumps(_renumber_shared_objects(json.loads(data))).encode()
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             dst.writestr(info, data)

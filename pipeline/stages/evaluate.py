@@ -76,6 +76,12 @@ def main() -> None:
     reports = [args.reports / n for n in ("metrics.json", "confusion.png", "roc.png", "shift.png")]
     tracking.log_artifacts(run_id, reports)
     tracking.log_artifacts(run_id, [Path("params.yaml"), Path("dvc.lock")], "pipeline")
+    registered = tracking.register_model(
+        params.tracking, run_id, args.name, "test_accuracy", summary["accuracy"]
+    )
+    if registered:
+        new, champion = registered
+        print(f"evaluate {args.name}: registered as version {new}; champion is version {champion}")
     print(
         f"evaluate {args.name}: test accuracy {summary['accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}, "
         f"accuracy at shift {largest}px {shift[largest]:.4f}; MLflow run {run_id}"

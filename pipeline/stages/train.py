@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from pathlib import Path
 
 from pipeline.errors import UserError, run_cli
@@ -15,6 +17,7 @@ def main() -> None:
     ap.add_argument("--train", type=Path, required=True, help="augmented training split folder")
     ap.add_argument("--out", type=Path, required=True, help="output folder for model.keras")
     ap.add_argument("--reports", type=Path, required=True, help="folder for history.csv and curves")
+    ap.add_argument("--checkpoints", type=Path, required=True, help="folder for resumable progress")
     args = ap.parse_args()
     params = load_checked()
     p = params.model(args.name)
@@ -36,8 +39,16 @@ def main() -> None:
     val_data = training.ArrayBatches(
         vx, vy, max(p.batch_size, 256), False, params.seed, len(classes), workers
     )
-    model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
-    training.compile_model(model, p, len(classes), len(train_data), params.runtime.jit_compile)
+    checkpoints = training.Checkpoints(args.checkpoints, fingerprint(params, args.name, manifest, len(x)))
+    state = checkpoints.resumable()
+    if state:
+        print(f"train {args.name}: resuming after epoch {state['epoch'] + 1} from {args.checkpoints}")
+        model = keras.saving.load_model(checkpoints.last)
+        train_data.start_at(state["epoch"] + 1)
+    else:
+        checkpoints.clear()
+        model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
+        training.compile_model(model, p, len(classes), len(train_data), params.runtime.jit_compile)
     if params.runtime.verbose:
         model.summary()
 
@@ -56,40 +67,50 @@ def main() -> None:
         "dataset": p.dataset,
         "dataset_hash": manifest["source_hash"],
     }
-    epoch_logger = tracking.EpochLogger()
+    resume_run = state["run_id"] if state else None
     with (
         atomic_dir(args.out) as tmp,
-        tracking.training_run(params.tracking, args.name, run_params, tags) as run,
+        tracking.training_run(params.tracking, args.name, run_params, tags, resume_run) as run,
     ):
-        history = model.fit(
+        logged = tracking.last_step(run.info.run_id, "loss") if state else -1
+        epoch_logger = tracking.EpochLogger(logged_through=logged)
+        best = training.BestAndResume(checkpoints, run.info.run_id, p.early_stopping, state)
+        model.fit(
             train_data,
             validation_data=val_data,
             epochs=p.epochs,
-            callbacks=[
-                *training.callbacks(p),
-                keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log),
-            ],
+            initial_epoch=state["epoch"] + 1 if state else 0,
+            # Log the epoch before checkpointing it: a kill in between then repeats no step.
+            callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log), best],
             verbose=params.runtime.verbose,
-        ).history
+        )
+        history = best.history_columns()
         model_file = tmp / "model.keras"
         training.save_model(model, model_file)
-        best_epoch = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
         args.reports.mkdir(parents=True, exist_ok=True)
         write_history(history, args.reports / "history.csv")
         plots.training_curves(
             history, args.reports / "training_curves.png", f"{args.name} ({p.architecture})"
         )
         tracking.set_tags(
-            {tracking.MODEL_HASH_TAG: tracking.file_md5(model_file), "best_epoch": str(best_epoch + 1)}
+            {tracking.MODEL_HASH_TAG: tracking.file_md5(model_file), "best_epoch": str(best.best_epoch + 1)}
         )
         tracking.log_artifacts(
             run.info.run_id, [args.reports / "training_curves.png", args.reports / "history.csv"]
         )
-        tracking.log_artifacts(run.info.run_id, [model_file], "model")
-        print(
-            f"train {args.name}: best epoch {best_epoch + 1}, val_accuracy "
-            f"{history['val_accuracy'][best_epoch]:.4f}; MLflow run {run.info.run_id}"
-        )
+        tracking.log_model(model)
+    checkpoints.clear()
+    print(
+        f"train {args.name}: best epoch {best.best_epoch + 1}, "
+        f"val_accuracy {history['val_accuracy'][best.best_epoch]:.4f}; MLflow run {run.info.run_id}"
+    )
+
+
+def fingerprint(params, name: str, manifest: dict, train_images: int) -> str:
+    """What a resumed training must share with the one that saved the checkpoint."""
+    p = params.model(name)
+    parts = [p.model_dump(), params.seed, params.augment_for(p.dataset).model_dump(), manifest, train_images]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def write_history(history: dict[str, list[float]], path: Path) -> None:
