@@ -35,6 +35,7 @@ class Runtime(Strict):
     deterministic: bool = True
     mixed_precision: bool = False
     jit_compile: bool = False
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     workers: int = Field(1, ge=1, le=64)
     verbose: Literal[0, 1, 2] = 1
 

@@ -17,14 +17,15 @@ from pipeline.params import TrainParams
 
 
 class ArrayBatches(keras.utils.PyDataset):
-    """Batches from (memory-mapped) arrays, shuffled per epoch with a seeded order.
+    """Batches from (memory-mapped) arrays, shuffled per epoch with a seeded order; y=None for predict.
 
     Only the rows of one batch are read at a time, so data larger than memory trains too.
     """
 
     def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, num_classes: int, workers: int = 1):
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.x, self.y = x, encode_labels(y, num_classes)
+        self.x = x
+        self.y = None if y is None else encode_labels(y, num_classes)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = 0
         self.order = self._order()
@@ -40,6 +41,8 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, i: int):
         # Sorted indices make memory-mapped reads sequential; order within a batch does not matter.
         idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+        if self.y is None:
+            return np.asarray(self.x[idx])
         return np.asarray(self.x[idx]), self.y[idx]
 
     def on_epoch_end(self) -> None:
@@ -160,8 +163,9 @@ class BestAndResume(keras.callbacks.Callback):
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Class probabilities (n, num_classes), also for a single-sigmoid binary model."""
-    out = [model.predict_on_batch(np.asarray(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    p = np.concatenate([np.asarray(o) for o in out]).astype("float64")
+    # predict() rather than predict_on_batch(): only the former splits batches across replicas.
+    batches = ArrayBatches(x, None, batch_size, shuffle=False, seed=0, num_classes=0)
+    p = np.asarray(model.predict(batches, verbose=0)).astype("float64")
     if p.shape[1] == 1:
         p = np.concatenate([1.0 - p, p], axis=1)
     return p

@@ -27,6 +27,7 @@ def main() -> None:
     from pipeline.data.arrays import atomic_dir, load_split, read_manifest
     from pipeline.models import build
     from pipeline.params import arch_kwargs
+    from pipeline.runtime import distribution
 
     manifest = read_manifest(args.data)
     classes = manifest["classes"]
@@ -41,14 +42,15 @@ def main() -> None:
     )
     checkpoints = training.Checkpoints(args.checkpoints, fingerprint(params, args.name, manifest, len(x)))
     state = checkpoints.resumable()
-    if state:
-        print(f"train {args.name}: resuming after epoch {state['epoch'] + 1} from {args.checkpoints}")
-        model = keras.saving.load_model(checkpoints.last)
-        train_data.start_at(state["epoch"] + 1)
-    else:
-        checkpoints.clear()
-        model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
-        training.compile_model(model, p, len(classes), len(train_data), params.runtime.jit_compile)
+    with distribution(params.runtime):
+        if state:
+            print(f"train {args.name}: resuming after epoch {state['epoch'] + 1} from {args.checkpoints}")
+            model = keras.saving.load_model(checkpoints.last)
+            train_data.start_at(state["epoch"] + 1)
+        else:
+            checkpoints.clear()
+            model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
+            training.compile_model(model, p, len(classes), len(train_data), params.runtime.jit_compile)
     if params.runtime.verbose:
         model.summary()
 
