@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -59,7 +60,12 @@ def build_compose(spec: Augment, dataset: str, seed: int) -> A.Compose:
     transforms = [
         build_transform(t, f"augment.{dataset}.transforms[{i}]") for i, t in enumerate(spec.transforms)
     ]
-    return A.Compose(transforms, seed=seed)
+    compose = A.Compose(transforms, seed=seed)
+    # Compose(seed=...) seeds every transform with the same seed (albumentations 2.0.8), so two
+    # transforms with the same p would always fire together (HorizontalFlip and VerticalFlip would
+    # only ever rotate). One generator shared by all of them draws independently for each.
+    compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return compose
 
 
 def validate(spec: Augment, dataset: str) -> None:

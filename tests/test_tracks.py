@@ -153,3 +153,20 @@ def test_interpolating_transforms_keep_mask_values(tmp_path):
     assert set(np.unique(y[8:])) <= {0, 3}
     agree = (y[8:] == 3) == (np.asarray(x[8:])[..., 0] > 128)
     assert agree.mean() > 0.97
+
+
+def test_transforms_draw_independently():
+    """Two transforms with the same p must not always fire together (albumentations seeds each alike)."""
+    images = np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1).repeat(200, axis=0)
+    spec = Augment(copies=1, transforms=[Transform(name="HorizontalFlip"), Transform(name="VerticalFlip")])
+    (out, _), *_ = augment.augmented_copies(spec, "t", images, seed=3, progress=False)
+    seen = {
+        (
+            np.array_equal(o, images[0, :, ::-1]),
+            np.array_equal(o, images[0, ::-1, :]),
+            np.array_equal(o, images[0]),
+        )
+        for o in out
+    }
+    assert (True, False, False) in seen and (False, True, False) in seen  # one flip without the other
+    assert (False, False, True) in seen  # and neither
