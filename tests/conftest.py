@@ -29,6 +29,10 @@ def tiny(params: dict) -> dict:
         if ds["source"] == "shapes":
             ds["per_class"] = 12
             ds["image_size"] = 16
+        if ds["source"] == "tracks":
+            ds["frames"] = 20
+            ds["image_size"] = 16
+            ds["val_fraction"] = ds["test_fraction"] = 0.2
     for spec in p["augment"].values():
         spec["preview"] = 2
     for model in p["models"].values():
@@ -50,7 +54,9 @@ def stage_env(**extra: str) -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=stage_env(**extra_env), capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
