@@ -23,6 +23,8 @@ def main() -> None:
 
     manifest = read_manifest(args.data)
     segmentation = manifest.get("task") == "segmentation"
+    background = manifest.get("background")
+    bg = manifest["classes"].index(background) if background is not None else None
     x, y = load_split(args.data, "train")
     with atomic_dir(args.out) as tmp:
         aug_x, aug_y = augment.augment_split(
@@ -40,7 +42,7 @@ def main() -> None:
 
         def shown(start: int) -> np.ndarray:
             if segmentation:  # each image with its mask overlaid, to see that they moved together
-                return plots.mask_overlay(aug_x[start : start + n], aug_y[start : start + n])
+                return plots.mask_overlay(aug_x[start : start + n], aug_y[start : start + n], bg)
             return np.asarray(aug_x[start : start + n])
 
         rows = [shown(0)]
