@@ -1,4 +1,8 @@
-"""A tiny `dvc repro` of the tracks U-Net beside a classifier, read back from DVC and MLflow."""
+"""A tiny `dvc repro` of the tracks U-Net, read back from DVC and MLflow.
+
+Only the segmentation entries run, to keep the test short; classification's end-to-end tests
+check that its models write the same declared evaluate outputs.
+"""
 
 from __future__ import annotations
 
@@ -15,24 +19,24 @@ EVALUATE_OUTS = ("metrics.json", "confusion.json", "confusion.png", "roc.png", "
 @pytest.mark.slow
 def test_segmentation_pipeline_end_to_end(make_repo, dvc):
     params = tiny(project_params())
-    params["datasets"] = {k: params["datasets"][k] for k in ("shapes", "tracks")}
-    params["augment"] = {k: params["augment"][k] for k in ("shapes", "tracks")}
-    params["models"] = {k: params["models"][k] for k in ("mlp", "unet")}
+    params["datasets"] = {"tracks": params["datasets"]["tracks"]}
+    params["augment"] = {"tracks": params["augment"]["tracks"]}
+    params["models"] = {"unet": params["models"]["unet"]}
     repo = make_repo(params)
 
     dvc(repo, "repro")
 
     manifest = json.loads((repo / "data/prepared/tracks/manifest.json").read_text())
     assert manifest["task"] == "segmentation"
-    assert json.loads((repo / "data/prepared/shapes/manifest.json").read_text())["task"] == "classification"
     masks = np.load(repo / "data/augmented/tracks/train_y.npy")
     frames = np.load(repo / "data/augmented/tracks/train_x.npy")
     assert masks.shape == frames.shape[:3] == (2 * manifest["images"]["train"], 16, 16)
     assert (repo / "reports/tracks/augment_preview.png").stat().st_size > 0
-    # Every declared output exists for both tasks, and the pipeline is then up to date.
-    for model in ("unet", "mlp"):
-        for name in EVALUATE_OUTS:
-            assert (repo / "reports" / model / name).is_file(), f"{model}/{name}"
+    # Every output the evaluate stage declares exists, and the pipeline is then up to date.
+    for name in EVALUATE_OUTS:
+        assert (repo / "reports/unet" / name).is_file(), name
+    pairs = json.loads((repo / "reports/unet/confusion.json").read_text())
+    assert pairs and set(pairs[0]) == {"actual", "predicted"}
     assert "up to date" in dvc(repo, "status").stdout
 
     metrics = json.loads((repo / "reports/unet/metrics.json").read_text())
