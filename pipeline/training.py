@@ -22,10 +22,21 @@ class ArrayBatches(keras.utils.PyDataset):
     Only the rows of one batch are read at a time, so data larger than memory trains too.
     """
 
-    def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int, num_classes: int, workers: int = 1):
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        num_classes: int,
+        workers: int = 1,
+        sparse: bool = False,
+    ):
         super().__init__(workers=workers, use_multiprocessing=False)
+        # sparse: labels as they are (segmentation masks, one-hot encoded inside the loss).
         self.x = x
-        self.y = None if y is None else encode_labels(y, num_classes)
+        self.y = y if y is None or sparse else encode_labels(y, num_classes)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = 0
         self.order = self._order()
@@ -43,7 +54,7 @@ class ArrayBatches(keras.utils.PyDataset):
         idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
         if self.y is None:
             return np.asarray(self.x[idx])
-        return np.asarray(self.x[idx]), self.y[idx]
+        return np.asarray(self.x[idx]), np.asarray(self.y[idx])
 
     def on_epoch_end(self) -> None:
         self.start_at(self.epoch + 1)
@@ -63,8 +74,15 @@ def encode_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def compile_model(
-    model: keras.Model, p: TrainParams, num_classes: int, steps_per_epoch: int, jit: bool
+    model: keras.Model,
+    p: TrainParams,
+    num_classes: int,
+    steps_per_epoch: int,
+    jit: bool,
+    loss: keras.losses.Loss | None = None,
+    metrics: list[keras.metrics.Metric] | None = None,
 ) -> None:
+    """The optimizer and schedule from params; the classification loss and accuracy unless given."""
     lr = p.lr
     if p.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(p.lr, decay_steps=max(1, p.epochs * steps_per_epoch))
@@ -78,13 +96,13 @@ def compile_model(
     if p.weight_decay:
         kwargs["weight_decay"] = p.weight_decay
     optimizer = optimizers[p.optimizer](**kwargs)
-    if num_classes == 2:
+    if loss is None and num_classes == 2:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=p.label_smoothing)
-        metric = keras.metrics.BinaryAccuracy(name="accuracy")
-    else:
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
+    elif loss is None:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing)
-        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
 
 
 class Checkpoints:

@@ -31,15 +31,19 @@ def main() -> None:
 
     manifest = read_manifest(args.data)
     classes = manifest["classes"]
+    segmentation = manifest.get("task") == "segmentation"
     x, y = load_split(args.train, "train")
     vx, vy = load_split(args.data, "val")
     if len(vx) == 0:
         raise UserError(f"datasets.{p.dataset}: the val split is empty; raise val_fraction or add images")
     workers = params.runtime.workers
-    train_data = training.ArrayBatches(x, y, p.batch_size, True, params.seed, len(classes), workers)
-    val_data = training.ArrayBatches(
-        vx, vy, max(p.batch_size, 256), False, params.seed, len(classes), workers
+    train_data = training.ArrayBatches(
+        x, y, p.batch_size, True, params.seed, len(classes), workers, sparse=segmentation
     )
+    val_data = training.ArrayBatches(
+        vx, vy, max(p.batch_size, 256), False, params.seed, len(classes), workers, sparse=segmentation
+    )
+    loss, metrics, extra = segmentation_objective(p, manifest) if segmentation else (None, None, {})
     checkpoints = training.Checkpoints(args.checkpoints, fingerprint(params, args.name, manifest, len(x)))
     state = checkpoints.resumable()
     with distribution(params.runtime):
@@ -49,8 +53,19 @@ def main() -> None:
             train_data.start_at(state["epoch"] + 1)
         else:
             checkpoints.clear()
-            model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
-            training.compile_model(model, p, len(classes), len(train_data), params.runtime.jit_compile)
+            try:
+                model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
+            except ValueError as exc:  # hyperparameters that do not fit the data, e.g. too deep for the image
+                raise UserError(f"models.{args.name}: {exc} (dataset '{p.dataset}')") from None
+            training.compile_model(
+                model,
+                p,
+                len(classes),
+                len(train_data),
+                params.runtime.jit_compile,
+                loss=loss,
+                metrics=metrics,
+            )
     if params.runtime.verbose:
         model.summary()
 
@@ -61,6 +76,7 @@ def main() -> None:
         "seed": str(params.seed),
         "model_name": args.name,
         "train_images": str(len(x)),
+        **extra,
     }
     tags = {
         **tracking.provenance_tags(),
@@ -102,9 +118,10 @@ def main() -> None:
         )
         tracking.log_model(model)
     checkpoints.clear()
+    shown = "val_mean_iou" if segmentation else "val_accuracy"
     print(
-        f"train {args.name}: best epoch {best.best_epoch + 1}, "
-        f"val_accuracy {history['val_accuracy'][best.best_epoch]:.4f}; MLflow run {run.info.run_id}"
+        f"train {args.name}: best epoch {best.best_epoch + 1}, {shown} "
+        f"{history[shown][best.best_epoch]:.4f}; MLflow run {run.info.run_id}"
     )
 
 
@@ -113,6 +130,21 @@ def fingerprint(params, name: str, manifest: dict, train_images: int) -> str:
     p = params.model(name)
     parts = [p.model_dump(), params.seed, params.augment_for(p.dataset).model_dump(), manifest, train_images]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def segmentation_objective(p, manifest: dict) -> tuple:
+    """(loss, per-epoch metrics, run params) of a segmentation model, from its params."""
+    from pipeline import segmentation
+
+    classes = manifest["classes"]
+    weights = p.class_weights
+    if weights == "balanced":  # from the pixel shares of the prepared training split
+        weights = segmentation.balanced_class_weights([manifest["counts"]["train"][c] for c in classes])
+    loss = segmentation.SegmentationLoss(len(classes), p.loss, weights, p.focal_gamma)
+    metrics = segmentation.epoch_metrics(
+        classes, segmentation.foreground_ids(classes, manifest["background"])
+    )
+    return loss, metrics, {"class_weights_used": str(weights)}
 
 
 def write_history(history: dict[str, list[float]], path: Path) -> None:
