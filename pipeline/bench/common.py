@@ -5,18 +5,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent  # the venv's bin: python, dvc, mlflow
+from pipeline.sandbox import BIN, ROOT, child_env, make_repo, project_params  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -67,16 +62,6 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """The venv first on PATH, quiet TensorFlow, no inherited tracking URI or DVC state."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(ROOT)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env.update(extra)
-    return env
-
-
 @dataclass
 class ChildResult:
     seconds: float
@@ -113,33 +98,6 @@ def child_json(cmd: list[str], **kw) -> dict:
     if not lines:
         raise RuntimeError(f"{' '.join(cmd)} printed no result:\n{res.stdout[-4000:]}")
     return {**json.loads(lines[-1]), "peak_bytes": res.peak_bytes, "wall": res.seconds}
-
-
-def project_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def make_repo(dest: Path, params: dict) -> Path:
-    """A fresh git + DVC repository holding the project's code, dvc.yaml and `params`.
-
-    The same steps as tests/conftest.py's make_repo fixture (which pytest owns); kept minimal.
-    """
-    shutil.copytree(ROOT / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        if (ROOT / f).exists():
-            shutil.copy(ROOT / f, dest / f)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "config", "user.email", "bench@convpipe.invalid"],
-        ["git", "config", "user.name", "convpipe bench"],
-        [str(BIN / "dvc"), "init", "-q"],
-        [str(BIN / "dvc"), "config", "core.autostage", "true"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "init"],
-    ):
-        run_child(cmd, cwd=dest)
-    return dest
 
 
 def machine() -> dict[str, str]:
