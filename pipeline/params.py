@@ -164,6 +164,15 @@ def arch_kwargs(model: TrainParams) -> dict[str, Any]:
     return {k: v for k, v in model.model_dump().items() if k not in TrainParams.model_fields}
 
 
+# ---------------------------------------------------------------- the lecture's figures
+
+
+class Lecture(Strict):
+    """Figures of the lecture in reports/lecture/; a model set to null skips its figure."""
+
+    filter_model: str | None = "filter_net"
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -174,6 +183,7 @@ class Params(Strict):
     datasets: dict[str, Dataset]
     augment: dict[str, Augment] = {}
     models: dict[str, TrainParams]
+    lecture: Lecture = Lecture()
 
     @field_validator("datasets", "models")
     @classmethod
@@ -269,7 +279,25 @@ def _check_references(params: Params, source: str) -> None:
                 f"{source}: augment.{name}: missing; every dataset needs an augment entry "
                 f"(copies: 0 and transforms: [] turn augmentation off)"
             )
+    _check_lecture(params, source)
     # Transform names and arguments are checked against albumentations by pipeline.augment.
+
+
+def _check_lecture(params: Params, source: str) -> None:
+    """The lecture's figures need a filter_net (one 2D filter) and a 2D cnn (image feature maps)."""
+    wanted = {"filter_model": ("filter_net", "a filter_net")}
+    for key, (architecture, description) in wanted.items():
+        name = getattr(params.lecture, key)
+        fits = [
+            n
+            for n, m in params.models.items()
+            if m.architecture == architecture and getattr(m, "dims", 2) == 2
+        ]
+        if name is not None and name not in fits:
+            raise UserError(
+                f"{source}: lecture.{key}: '{name}' is not {description} in models; "
+                f"valid: {', '.join(fits) or '(none)'}, or null to skip this figure"
+            )
 
 
 def _describe(exc: ValidationError, root: type[BaseModel], prefix: tuple, source: str) -> str:

@@ -105,3 +105,43 @@ def image_grid(
         fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def filter_comparison(
+    kernels: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray],
+    labels: np.ndarray,
+    classes: Sequence[str],
+    titles: Sequence[str],
+    path: Path,
+) -> None:
+    """One row per filter: its kernel as an image, then its score's histogram for each class."""
+    fig, axes = plt.subplots(len(kernels), 2, figsize=(9, 3.2 * len(kernels)), squeeze=False)
+    labels = np.asarray(labels)
+    for (ax_k, ax_h), kernel, score, title in zip(axes, kernels, scores, titles, strict=True):
+        kernel = np.asarray(kernel)
+        top = float(np.abs(kernel).max()) or 1.0
+        ax_k.imshow(kernel, cmap="RdBu_r", vmin=-top, vmax=top)
+        for (i, j), v in np.ndenumerate(kernel):
+            color = "white" if abs(v) > 0.6 * top else "black"
+            ax_k.text(
+                j,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=7 if kernel.shape[0] > 3 else 9,
+            )
+        ax_k.set_xticks([])
+        ax_k.set_yticks([])
+        ax_k.set_title(f"{kernel.shape[0]}x{kernel.shape[1]} kernel (red +, blue -)", fontsize=9)
+        bins = np.linspace(float(np.min(score)), float(np.max(score)), 40)
+        for c, name in enumerate(classes):
+            ax_h.hist(score[labels == c], bins=bins, alpha=0.6, label=name)
+        ax_h.set_xlabel("max over the image of conv2D(image, kernel)")
+        ax_h.set_ylabel("test images")
+        ax_h.set_title(title, fontsize=10)
+        ax_h.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
