@@ -19,6 +19,8 @@ from pipeline.errors import UserError, choices_hint, closest
 
 PARAMS_FILE = "params.yaml"
 SHAPE_CLASSES = ("angle", "line", "cross", "ring", "noise")
+SPECTRA_CLASSES = ("peak", "doublet", "broad", "shoulder", "edge")
+MOTION_CLASSES = ("left", "right", "up", "down")
 Fraction = typing.Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
@@ -47,16 +49,21 @@ class Tracking(Strict):
 # ---------------------------------------------------------------- datasets
 
 
-class DatasetBase(Strict):
-    image_size: int = Field(32, ge=8, le=1024)
+class Splits(Strict):
+    """What every dataset has, images or not: how it is split."""
+
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.15
 
     @model_validator(mode="after")
-    def _train_left(self) -> DatasetBase:
+    def _train_left(self) -> Splits:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 0.1 for training")
         return self
+
+
+class DatasetBase(Splits):
+    image_size: int = Field(32, ge=8, le=1024)
 
 
 class ShapesDataset(DatasetBase):
@@ -89,8 +96,52 @@ class FolderDataset(DatasetBase):
     classes: list[str] | None = None
 
 
-DATASET_SOURCES: dict[str, type[DatasetBase]] = {"shapes": ShapesDataset, "folder": FolderDataset}
-Dataset = ShapesDataset | FolderDataset
+class SpectraDataset(Splits):
+    """Our seeded 1D generator: histograms (counts per bin) whose peaks tell the classes apart."""
+
+    source: Literal["spectra"]
+    classes: list[Literal["peak", "doublet", "broad", "shoulder", "edge"]] = list(SPECTRA_CLASSES)
+    per_class: int = Field(300, ge=4, le=1_000_000)
+    length: int = Field(128, ge=32, le=65_536)
+    counts: int = Field(120, ge=5, le=255)
+
+    @model_validator(mode="after")
+    def _classes_ok(self) -> SpectraDataset:
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError("classes must name at least two different classes")
+        return self
+
+
+class MotionDataset(DatasetBase):
+    """Our seeded video generator: a blob moving in one direction, the class; no frame alone shows it."""
+
+    source: Literal["motion"]
+    image_size: int = Field(16, ge=8, le=512)
+    classes: list[Literal["left", "right", "up", "down"]] = list(MOTION_CLASSES)
+    per_class: int = Field(250, ge=4, le=1_000_000)
+    frames: int = Field(8, ge=2, le=256)
+    speed: float = Field(1.5, gt=0.0, le=16.0)
+    noise: float = Field(0.1, ge=0.0, le=0.5)
+    frame: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _classes_ok(self) -> MotionDataset:
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError("classes must name at least two different classes")
+        if self.frame is not None and self.frame >= self.frames:
+            raise ValueError(
+                f"frame {self.frame} is not one of the {self.frames} frames (0..{self.frames - 1})"
+            )
+        return self
+
+
+DATASET_SOURCES: dict[str, type[Splits]] = {
+    "shapes": ShapesDataset,
+    "folder": FolderDataset,
+    "spectra": SpectraDataset,
+    "motion": MotionDataset,
+}
+Dataset = ShapesDataset | FolderDataset | SpectraDataset | MotionDataset
 
 
 # ---------------------------------------------------------------- augmentation
@@ -149,6 +200,7 @@ class CnnParams(TrainParams):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     head: Literal["global_avg", "global_max", "flatten"] = "global_avg"
     dense: list[typing.Annotated[int, Field(ge=1)]] = []
+    dims: Literal[1, 2, 3] = 2
 
 
 # Keep in step with pipeline.models.BUILDERS (a test checks both name the same architectures).
@@ -306,7 +358,8 @@ def _describe(exc: ValidationError, root: type[BaseModel], prefix: tuple, source
     err = errors[0]
     loc = tuple(str(p) for p in err["loc"])
     # Pydantic puts the chosen union member's name into the path; users never wrote it.
-    loc = tuple(p for p in loc if p not in ("ShapesDataset", "FolderDataset") and "[" not in p)
+    kinds = {c.__name__ for c in DATASET_SOURCES.values()}
+    loc = tuple(p for p in loc if p not in kinds and "[" not in p)
     key = ".".join(prefix + loc)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if err["type"] == "extra_forbidden":

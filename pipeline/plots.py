@@ -145,3 +145,50 @@ def filter_comparison(
         ax_h.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def sample_grid(
+    rows: Sequence[np.ndarray], path: Path, row_titles: Sequence[str] = (), title: str = ""
+) -> None:
+    """Rows of data samples (channels last), drawn as what they are.
+
+    Images (h, w, c) go to `image_grid`; videos (frames, h, w, c) too, one row of frames each;
+    sequences (length, c) are drawn as curves, one per channel.
+    """
+    rank = np.asarray(rows[0]).ndim - 1  # rows are batches of samples
+    if rank == 3:
+        image_grid(rows, path, row_titles, title)
+        return
+    if rank == 4:  # one row of frames per video
+        videos = [
+            (f"{t}: {i}" if t else "", v)
+            for r, t in zip(rows, _pad(row_titles, len(rows)), strict=True)
+            for i, v in enumerate(np.asarray(r))
+        ]
+        image_grid([v for _, v in videos], path, [t for t, _ in videos], title)
+        return
+    if rank != 2:
+        raise ValueError(
+            f"samples of shape {np.asarray(rows[0]).shape[1:]}: expected sequences, images or videos"
+        )
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.8 * n_cols, 1.3 * n_rows + 0.4), squeeze=False)
+    for r, samples in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(samples):
+                ax.plot(np.asarray(samples[c], dtype=float), linewidth=0.8)
+            else:
+                ax.axis("off")
+        if r < len(row_titles):
+            axes[r][0].set_title(row_titles[r], fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _pad(titles: Sequence[str], n: int) -> list[str]:
+    return [*titles, *[""] * (n - len(titles))][:n]

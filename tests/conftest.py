@@ -29,6 +29,15 @@ def tiny(params: dict) -> dict:
         if ds["source"] == "shapes":
             ds["per_class"] = 12
             ds["image_size"] = 16
+        elif ds["source"] == "spectra":
+            ds["per_class"] = 12
+            ds["length"] = 32
+        elif ds["source"] == "motion":
+            ds["per_class"] = 12
+            ds["frames"] = 4
+            ds["image_size"] = 8
+            if ds.get("frame") is not None:
+                ds["frame"] = min(ds["frame"], 3)
     for spec in p["augment"].values():
         spec["preview"] = 2
     for model in p["models"].values():
