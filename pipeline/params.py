@@ -223,6 +223,9 @@ class Lecture(Strict):
     """Figures of the lecture in reports/lecture/; a model set to null skips its figure."""
 
     filter_model: str | None = "filter_net"
+    feature_model: str | None = "cnn"
+    feature_images: int = Field(3, ge=1, le=16)
+    feature_channels: int = Field(8, ge=1, le=64)
 
 
 # ---------------------------------------------------------------- the whole file
@@ -337,7 +340,7 @@ def _check_references(params: Params, source: str) -> None:
 
 def _check_lecture(params: Params, source: str) -> None:
     """The lecture's figures need a filter_net (one 2D filter) and a 2D cnn (image feature maps)."""
-    wanted = {"filter_model": ("filter_net", "a filter_net")}
+    wanted = {"filter_model": ("filter_net", "a filter_net"), "feature_model": ("cnn", "a 2D cnn")}
     for key, (architecture, description) in wanted.items():
         name = getattr(params.lecture, key)
         fits = [

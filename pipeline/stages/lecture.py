@@ -17,9 +17,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="output folder for the figures")
     args = ap.parse_args()
     params = load_checked()
-    start(params)
-    from pipeline import filters
-    from pipeline.data.arrays import atomic_dir, write_json
+    keras = start(params)
+    from pipeline import feature_maps, filters
+    from pipeline.data.arrays import atomic_dir, load_split, read_manifest, write_json
 
     lecture = params.lecture
     with atomic_dir(args.out) as tmp:
@@ -34,6 +34,24 @@ def main() -> None:
             print(
                 f"lecture: max(conv2D) separates {summary['positive']} with ROC AUC "
                 f"{summary['hand_made_auc']:.3f} (hand-made filter), {summary['learned_auc']:.3f} ({name})"
+            )
+        if lecture.feature_model is not None:
+            name = lecture.feature_model
+            data = args.prepared / params.model(name).dataset
+            model = keras.saving.load_model(_model_file(args.models, name))
+            x, y = load_split(data, "test")
+            paths = feature_maps.feature_map_figures(
+                model,
+                x,
+                y,
+                read_manifest(data)["classes"],
+                tmp,
+                lecture.feature_images,
+                lecture.feature_channels,
+            )
+            print(
+                f"lecture: feature maps of {name}'s blocks {', '.join(feature_maps.block_outputs(model))} "
+                f"for {len(paths)} test images"
             )
     print(f"lecture: figures in {args.out}")
 
