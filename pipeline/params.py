@@ -220,10 +220,10 @@ def arch_kwargs(model: TrainParams) -> dict[str, Any]:
 
 
 class Lecture(Strict):
-    """Figures of the lecture in reports/lecture/; a model set to null skips its figure."""
+    """Figures of the lecture in reports/lecture/; a model set to null (the default) skips its figure."""
 
-    filter_model: str | None = "filter_net"
-    feature_model: str | None = "cnn"
+    filter_model: str | None = None
+    feature_model: str | None = None
     feature_images: int = Field(3, ge=1, le=16)
     feature_channels: int = Field(8, ge=1, le=64)
 

@@ -154,7 +154,7 @@ def collect(params: Params, reports: Path, models: Path, prepared: Path) -> list
     """Every model, every dataset, the lecture's figures, then any other folder of figures."""
     sections = [model_section(params, name, reports, models) for name in params.models]
     sections += [dataset_section(params, name, reports, prepared) for name in params.datasets]
-    if (reports / "lecture").is_dir():
+    if figures_in(reports / "lecture"):
         sections.append(lecture_section(reports))
     known = {*params.models, *params.datasets, "lecture"}
     others = (
