@@ -61,9 +61,16 @@ class Splits(Strict):
             raise ValueError("val_fraction + test_fraction must leave at least 0.1 for training")
         return self
 
+    def spatial_dims(self) -> int | None:
+        """1 for sequences, 2 for images, 3 for videos; None where a source does not say."""
+        return None
+
 
 class DatasetBase(Splits):
     image_size: int = Field(32, ge=8, le=1024)
+
+    def spatial_dims(self) -> int | None:
+        return 2
 
 
 class ShapesDataset(DatasetBase):
@@ -105,6 +112,9 @@ class SpectraDataset(Splits):
     length: int = Field(128, ge=32, le=65_536)
     counts: int = Field(120, ge=5, le=255)
 
+    def spatial_dims(self) -> int | None:
+        return 1
+
     @model_validator(mode="after")
     def _classes_ok(self) -> SpectraDataset:
         if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
@@ -133,6 +143,9 @@ class MotionDataset(DatasetBase):
                 f"frame {self.frame} is not one of the {self.frames} frames (0..{self.frames - 1})"
             )
         return self
+
+    def spatial_dims(self) -> int | None:
+        return 3 if self.frame is None else 2
 
 
 DATASET_SOURCES: dict[str, type[Splits]] = {
@@ -334,8 +347,28 @@ def _check_references(params: Params, source: str) -> None:
                 f"{source}: augment.{name}: missing; every dataset needs an augment entry "
                 f"(copies: 0 and transforms: [] turn augmentation off)"
             )
+    _check_dims(params, source)
     _check_lecture(params, source)
     # Transform names and arguments are checked against albumentations by pipeline.augment.
+
+
+def _check_dims(params: Params, source: str) -> None:
+    """A model's convolutions must have as many spatial axes as its dataset's rows."""
+    kinds = {1: "sequences", 2: "images", 3: "videos"}
+    for name, model in params.models.items():
+        data = params.datasets[model.dataset].spatial_dims()
+        wanted = getattr(model, "dims", 2 if model.architecture == "filter_net" else None)
+        if data is None or wanted is None or data == wanted:
+            continue
+        if model.architecture == "filter_net":
+            raise UserError(
+                f"{source}: models.{name}.architecture: filter_net scans images, but "
+                f"datasets.{model.dataset} holds {kinds[data]}; use a cnn with dims: {data}"
+            )
+        raise UserError(
+            f"{source}: models.{name}.dims: {wanted}, but datasets.{model.dataset} holds {kinds[data]}; "
+            f"set dims: {data}"
+        )
 
 
 def _check_lecture(params: Params, source: str) -> None:

@@ -49,6 +49,24 @@ def test_dims_in_params():
     raw["models"]["cnn"]["dims"] = 4
     with pytest.raises(UserError, match=r"models\.cnn\.dims: got 4; valid: 1, 2, 3"):
         params.parse(raw)
+    # The convolutions must fit the dataset's rows, checked before any stage starts.
+    raw["models"]["cnn"]["dims"] = 3
+    with pytest.raises(
+        UserError, match=r"models\.cnn\.dims: 3, but datasets\.shapes holds images; set dims: 2"
+    ):
+        params.parse(raw)
+    raw["models"]["cnn"].update(dims=2, dataset="motion")
+    with pytest.raises(
+        UserError, match=r"models\.cnn\.dims: 2, but datasets\.motion holds videos; set dims: 3"
+    ):
+        params.parse(raw)
+    raw["models"]["cnn"]["dataset"] = "motion_frame"  # one frame of each video: an image
+    assert params.parse(raw).model("cnn").dims == 2
+    raw["models"]["filter_net"]["dataset"] = "spectra"
+    with pytest.raises(
+        UserError, match=r"models\.filter_net\.architecture: filter_net scans images.*dims: 1"
+    ):
+        params.parse(raw)
 
 
 # ---------------------------------------------------------------- spectra
