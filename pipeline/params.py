@@ -89,8 +89,19 @@ class FolderDataset(DatasetBase):
     classes: list[str] | None = None
 
 
-DATASET_SOURCES: dict[str, type[DatasetBase]] = {"shapes": ShapesDataset, "folder": FolderDataset}
-Dataset = ShapesDataset | FolderDataset
+class LfwDataset(DatasetBase):
+    """scikit-image's `lfw_subset`: 100 face and 100 non-face 25x25 grayscale crops of real photos."""
+
+    source: Literal["lfw"]
+    image_size: int = Field(25, ge=8, le=1024)  # 25 is the crops' own size; others are resized
+
+
+DATASET_SOURCES: dict[str, type[DatasetBase]] = {
+    "shapes": ShapesDataset,
+    "folder": FolderDataset,
+    "lfw": LfwDataset,
+}
+Dataset = ShapesDataset | FolderDataset | LfwDataset
 
 
 # ---------------------------------------------------------------- augmentation
@@ -151,17 +162,46 @@ class CnnParams(TrainParams):
     dense: list[typing.Annotated[int, Field(ge=1)]] = []
 
 
+BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "resnet50")
+
+
+class TransferParams(TrainParams):
+    """An ImageNet backbone plus a new head; phase 1 trains the head (epochs, lr), phase 2 fine-tunes."""
+
+    # Read by the two-phase fit, not by the builder.
+    FIT_FIELDS: typing.ClassVar[tuple[str, ...]] = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_lr")
+
+    architecture: Literal["transfer"]
+    backbone: Literal[BACKBONES] = "efficientnet_lite0"
+    weights: str | None = "imagenet"
+    input_size: int = Field(96, ge=32, le=1024)
+    pooling: Literal["avg", "max"] = "avg"
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    fine_tune_epochs: int = Field(0, ge=0, le=10_000)
+    fine_tune_layers: int = Field(10, ge=1, le=10_000)
+    fine_tune_lr: float = Field(1e-4, gt=0.0, le=10.0)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_ok(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("give imagenet, null (random initialisation) or the path of a weights file")
+        return value
+
+
 # Keep in step with pipeline.models.BUILDERS (a test checks both name the same architectures).
 ARCHITECTURES: dict[str, type[TrainParams]] = {
     "filter_net": FilterNetParams,
     "mlp": MlpParams,
     "cnn": CnnParams,
+    "transfer": TransferParams,
 }
 
 
 def arch_kwargs(model: TrainParams) -> dict[str, Any]:
-    """The builder's keyword hyperparameters: everything but the shared training fields."""
-    return {k: v for k, v in model.model_dump().items() if k not in TrainParams.model_fields}
+    """The builder's keyword hyperparameters: everything but the training fields."""
+    skip = set(TrainParams.model_fields) | set(getattr(model, "FIT_FIELDS", ()))
+    return {k: v for k, v in model.model_dump().items() if k not in skip}
 
 
 # ---------------------------------------------------------------- the whole file
@@ -278,7 +318,7 @@ def _describe(exc: ValidationError, root: type[BaseModel], prefix: tuple, source
     err = errors[0]
     loc = tuple(str(p) for p in err["loc"])
     # Pydantic puts the chosen union member's name into the path; users never wrote it.
-    loc = tuple(p for p in loc if p not in ("ShapesDataset", "FolderDataset") and "[" not in p)
+    loc = tuple(p for p in loc if p not in ("ShapesDataset", "FolderDataset", "LfwDataset") and "[" not in p)
     key = ".".join(prefix + loc)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if err["type"] == "extra_forbidden":

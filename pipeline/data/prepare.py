@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data import folder, shapes
+from pipeline.data import folder, lfw, shapes
 from pipeline.data.arrays import SPLITS, NpyWriter, atomic_dir, write_json
 from pipeline.data.split import stratified_split
 from pipeline.errors import UserError
-from pipeline.params import SHAPE_CLASSES, Dataset, FolderDataset, ShapesDataset
+from pipeline.params import SHAPE_CLASSES, Dataset, FolderDataset, LfwDataset, ShapesDataset
 
 
 @dataclass
@@ -101,9 +101,24 @@ class _FolderHasher:
         return h.hexdigest()
 
 
+def lfw_source(ds: LfwDataset) -> Source:
+    images, labels = lfw.load(ds.image_size)
+    source = Source(
+        classes=list(lfw.CLASSES),
+        labels=labels.tolist(),
+        row_shape=tuple(images.shape[1:]),
+        load=lambda k: images[k],
+        describe=lambda k: f"lfw_subset#{k}",
+    )
+    source.hasher.update(images.tobytes())
+    return source
+
+
 def make_source(ds: Dataset, seed: int) -> Source:
     if isinstance(ds, ShapesDataset):
         return shapes_source(ds, seed)
+    if isinstance(ds, LfwDataset):
+        return lfw_source(ds)
     return folder_source(ds)
 
 

@@ -15,6 +15,7 @@ def main() -> None:
     ap.add_argument("--train", type=Path, required=True, help="augmented training split folder")
     ap.add_argument("--out", type=Path, required=True, help="output folder for model.keras")
     ap.add_argument("--reports", type=Path, required=True, help="folder for history.csv and curves")
+    ap.add_argument("--weights", type=Path, help="folder of imported ImageNet weights (import_weights stage)")
     args = ap.parse_args()
     params = load_checked()
     p = params.model(args.name)
@@ -36,7 +37,12 @@ def main() -> None:
     val_data = training.ArrayBatches(
         vx, vy, max(p.batch_size, 256), False, params.seed, len(classes), workers
     )
-    model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
+    if p.architecture == "transfer":
+        from pipeline import transfer_training
+
+        model = transfer_training.build(p, tuple(manifest["shape"]), len(classes), args.weights)
+    else:
+        model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
     training.compile_model(model, p, len(classes), len(train_data), params.runtime.jit_compile)
     if params.runtime.verbose:
         model.summary()
@@ -61,16 +67,22 @@ def main() -> None:
         atomic_dir(args.out) as tmp,
         tracking.training_run(params.tracking, args.name, run_params, tags) as run,
     ):
-        history = model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=p.epochs,
-            callbacks=[
-                *training.callbacks(p),
-                keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log),
-            ],
-            verbose=params.runtime.verbose,
-        ).history
+        if p.architecture == "transfer":  # feature extraction, then fine-tuning, in this one run
+            rt = params.runtime
+            history = transfer_training.fit_two_phases(
+                model, p, train_data, val_data, len(classes), rt.jit_compile, rt.verbose, epoch_logger
+            )
+        else:
+            history = model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=p.epochs,
+                callbacks=[
+                    *training.callbacks(p),
+                    keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log),
+                ],
+                verbose=params.runtime.verbose,
+            ).history
         model_file = tmp / "model.keras"
         training.save_model(model, model_file)
         best_epoch = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
