@@ -28,6 +28,7 @@ from pipeline.weights_import import DEFAULT_WEIGHTS_DIR, LITE0_WEIGHTS_FILE
 
 BACKBONE = "backbone"  # the nested model's name, by which training finds it
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50's ImageNet preprocessing
+SCRATCH_BN_MOMENTUM = 0.5  # BatchNorm moving-average momentum of a backbone trained from scratch
 
 
 def _keras_app(name: str):
@@ -117,6 +118,14 @@ def transfer(
             permute[0, 0, 2 - out, out] = 1.0
         preprocess.set_weights([permute, -np.asarray(CAFFE_BGR_MEAN, "float32")])
     net.trainable = not pretrained
+    if not pretrained:
+        for layer in net.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                # The default 0.99 averages over hundreds of steps, 0.9 over tens; weights trained
+                # from scratch change so fast in a short run (~100 steps) that either leaves the
+                # inference statistics far from the current ones (faces: val accuracy 0.5 at
+                # 0.99 and 0.9, 1.0 at 0.5 after six epochs).
+                layer.momentum = SCRATCH_BN_MOMENTUM
     return model
 
 
