@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
@@ -15,6 +13,9 @@ from pipeline.errors import UserError
 from pipeline.models import transfer
 from pipeline.params import Tracking, TransferParams
 from pipeline.weights_import import LITE0_WEIGHTS_FILE, import_efficientnet_lite0
+
+# tf.data ignores eager mode (see `eager`) and says so at every fit.
+pytestmark = pytest.mark.filterwarnings("ignore:Even though the `tf.config.experimental_run_functions")
 
 SIZE, INPUT = 16, 32  # tiny grayscale images, resized to the smallest input the backbone takes
 
@@ -31,7 +32,6 @@ def eager():
     import tensorflow as tf
 
     tf.config.run_functions_eagerly(True)
-    warnings.filterwarnings("ignore", "Even though the `tf.config.experimental_run_functions_eagerly`")
     yield
     tf.config.run_functions_eagerly(False)
 
@@ -193,3 +193,18 @@ def test_keras_application_backbones_build_and_save(backbone, tmp_path):
             [30 - 103.939, 20 - 116.779, 10 - 123.68],
             rtol=1e-4,
         )
+
+
+def test_bad_transfer_params_are_one_line_naming_the_key():
+    raw = {
+        "datasets": {"faces": {"source": "lfw"}},
+        "augment": {"faces": {"copies": 0}},
+        "models": {"t": {"dataset": "faces", "architecture": "transfer", "backbone": "vgg16"}},
+    }
+    with pytest.raises(UserError, match=r"models\.t\.backbone: got 'vgg16'; valid: efficientnet_b0"):
+        params_module.parse(raw)
+    raw["models"]["t"] = {"dataset": "faces", "architecture": "transfer", "fine_tune_lr": 0}
+    with pytest.raises(UserError, match=r"models\.t\.fine_tune_lr"):
+        params_module.parse(raw)
+    raw["models"]["t"] = {"dataset": "faces", "architecture": "transfer"}
+    assert params_module.parse(raw).model("t").weights == "imagenet"  # the offline default

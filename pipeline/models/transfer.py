@@ -63,7 +63,15 @@ def build_backbone(name: str, input_size: int, weights: str | None, weights_dir:
     constructor, preprocessing = _keras_app(name)
     if weights not in (None, "imagenet"):
         weights = str(_existing(Path(weights), imported=False))
-    model = constructor(include_top=False, weights=weights, input_shape=shape, name=BACKBONE)
+    try:
+        model = constructor(include_top=False, weights=weights, input_shape=shape, name=BACKBONE)
+    except Exception as exc:  # Keras raises a bare Exception when its download fails
+        if weights == "imagenet" and "URL fetch failure" in str(exc):
+            raise UserError(
+                f"weights: imagenet for backbone {name} downloads from the Keras site, which failed "
+                f"(offline?); use backbone efficientnet_lite0 (offline), a local weights file, or null"
+            ) from None
+        raise
     return model, _preprocessing(preprocessing)
 
 
