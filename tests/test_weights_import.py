@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import os
 import pickle
 import struct
@@ -180,3 +181,15 @@ def _torch_like_pickle(tensors: dict[str, tuple]) -> bytes:
         out.write(b"s")  # SETITEM
     out.write(b".")
     return out.getvalue()
+
+
+def test_class_names_from_a_file(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(1000)))
+    assert imagenet_predict.class_names(names)[285] == "class 285"
+    index = tmp_path / "imagenet_class_index.json"  # Keras's layout
+    index.write_text(json.dumps({str(i): [f"n{i:08d}", f"name_{i}"] for i in range(1000)}))
+    assert imagenet_predict.class_names(index)[967] == "name_967"
+    names.write_text("tench\ngoldfish\n")
+    with pytest.raises(UserError, match="2 class names, expected 1000"):
+        imagenet_predict.class_names(names)
