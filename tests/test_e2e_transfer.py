@@ -20,7 +20,7 @@ def faces_only(params: dict) -> dict:
     p["augment"] = {"faces": {**p["augment"]["faces"], "copies": 1}}
     p["models"] = {k: v for k, v in p["models"].items() if v.get("weights") == "imagenet"}
     for model in p["models"].values():
-        model.update(input_size=32, fine_tune_epochs=1, fine_tune_layers=2)
+        model.update(fine_tune_layers=2)  # tiny() already set input_size 32 and one epoch per phase
     return p
 
 
