@@ -6,13 +6,19 @@ the backbone's top `fine_tune_layers` layers and goes on at `fine_tune_lr` for
 across phases (phase 2 starts at epoch `epochs` + 1), so both form one curve and one MLflow run;
 every epoch's metrics carry `phase` (1 or 2).
 
+One `training.BestAndResume` spans both phases: phase 2 starts from phase 1's best weights, the
+model ends with the best validation epoch of either phase, and a killed run resumes in the phase
+it was in (the saved model keeps its trainable flags and optimizer).
+
 With `weights: null` nothing is frozen in either phase: the scratch baseline gets the same
 epochs and learning rates, so the comparison measures the weights alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -33,64 +39,71 @@ def fit_two_phases(
     train_data,
     val_data,
     num_classes: int,
-    jit: bool,
-    verbose: int,
     epoch_logger: tracking.EpochLogger,
+    best: training.BestAndResume,
+    start: int = 0,
+    jit: bool = False,
+    verbose: int = 0,
+    scope: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, list[float]]:
-    """Fit both phases; returns the joined Keras history with a `phase` entry per epoch.
+    """Fit both phases from epoch `start` (0, or the epoch after a resumed checkpoint).
 
-    Ends with the weights of the best validation epoch of either phase.
+    Returns the history columns with a `phase` entry per epoch. `scope` is the distribution scope
+    to compile in.
     """
     pretrained = p.weights is not None
-    net = transfer.backbone_of(model)
-    net.trainable = not pretrained
-    tags = {"phase1_trainable_params": str(_trainable(model))}
-    history = fit_phase(model, p, train_data, val_data, num_classes, jit, verbose, epoch_logger, 1, 0)
+    tags = {"phase2_first_epoch": str(p.epochs + 1)}
+    if start < p.epochs:
+        if start == 0:  # a resumed model comes back with its flags and optimizer
+            transfer.backbone_of(model).trainable = not pretrained
+            with scope():
+                training.compile_model(model, p, num_classes, len(train_data), jit)
+        tags["phase1_trainable_params"] = str(_trainable(model))
+        fit_phase(model, train_data, val_data, epoch_logger, best, 1, start, p.epochs, verbose)
     if p.fine_tune_epochs:
-        best_phase1 = min(history["val_loss"])
-        phase1_weights = model.get_weights()
-        if pretrained:
-            unfrozen = transfer.unfreeze_top(model, p.fine_tune_layers)
-            tags["phase2_unfrozen"] = f"{len(unfrozen)} layers from {unfrozen[0]}"
+        if start <= p.epochs:
+            if start == p.epochs and best.checkpoints.best.is_file():
+                model.load_weights(best.checkpoints.best)  # resumed between phases: start from the best
+            if pretrained:
+                unfrozen = transfer.unfreeze_top(model, p.fine_tune_layers)
+                tags["phase2_unfrozen"] = f"{len(unfrozen)} layers from {unfrozen[0]}"
+            p2 = p.model_copy(update={"lr": p.fine_tune_lr, "epochs": p.fine_tune_epochs})
+            with scope():
+                training.compile_model(model, p2, num_classes, len(train_data), jit)
         tags["phase2_trainable_params"] = str(_trainable(model))
-        tags["phase2_first_epoch"] = str(p.epochs + 1)
-        p2 = p.model_copy(update={"lr": p.fine_tune_lr, "epochs": p.fine_tune_epochs})
-        h2 = fit_phase(model, p2, train_data, val_data, num_classes, jit, verbose, epoch_logger, 2, p.epochs)
-        if min(h2["val_loss"]) > best_phase1:
-            model.set_weights(phase1_weights)  # fine-tuning never beat phase 1: keep phase 1's best
-        history = {k: history[k] + h2[k] for k in history}
+        end = p.epochs + p.fine_tune_epochs
+        fit_phase(model, train_data, val_data, epoch_logger, best, 2, max(start, p.epochs), end, verbose)
     tracking.set_tags(tags)
+    history = best.history_columns()
+    history["phase"] = [1.0 if i < p.epochs else 2.0 for i in range(len(history["val_loss"]))]
     return history
 
 
 def fit_phase(
     model: keras.Model,
-    p: TransferParams,
     train_data,
     val_data,
-    num_classes: int,
-    jit: bool,
-    verbose: int,
     epoch_logger: tracking.EpochLogger,
+    best: keras.callbacks.Callback,
     phase: int,
     start: int,
-) -> dict[str, list[float]]:
-    """Compile for the current trainable set and fit p.epochs epochs from epoch `start`."""
-    training.compile_model(model, p, num_classes, len(train_data), jit)
+    end: int,
+    verbose: int = 0,
+) -> None:
+    """Fit the compiled model from epoch `start` to `end`, logging each epoch with its phase."""
 
     def log(epoch: int, logs: dict) -> None:
         epoch_logger.log(epoch, {**logs, "phase": phase})
 
-    history = model.fit(
+    model.fit(
         train_data,
         validation_data=val_data,
         initial_epoch=start,
-        epochs=start + p.epochs,
-        callbacks=[*training.callbacks(p), keras.callbacks.LambdaCallback(on_epoch_end=log)],
+        epochs=end,
+        # Log the epoch before checkpointing it, as the plain train stage does.
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=log), best],
         verbose=verbose,
-    ).history
-    history["phase"] = [float(phase)] * len(history["val_loss"])
-    return history
+    )
 
 
 def _trainable(model: keras.Model) -> int:

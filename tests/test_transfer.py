@@ -84,11 +84,14 @@ def batches(p: TransferParams):
     return training.ArrayBatches(x, y, p.batch_size, True, 0, 2), training.ArrayBatches(x, y, 16, False, 0, 2)
 
 
-def run_phase(model, p, phase: int, start: int, store) -> dict:
+def run_phase(model, p, phase: int, start: int, store, folder) -> None:
+    """Compile for the current trainable set and fit p.epochs epochs, as the train stage does."""
     train, val = batches(p)
-    with tracking.training_run(store, "t", {}, {}):
-        return transfer_training.fit_phase(
-            model, p, train, val, 2, False, 0, tracking.EpochLogger(), phase=phase, start=start
+    training.compile_model(model, p, 2, len(train), False)
+    with tracking.training_run(store, "t", {}, {}) as run:
+        best = training.BestAndResume(training.Checkpoints(folder / f"phase{phase}", "t"), run.info.run_id, 0)
+        transfer_training.fit_phase(
+            model, train, val, tracking.EpochLogger(), best, phase, start, start + p.epochs
         )
 
 
@@ -119,12 +122,12 @@ def test_grayscale_is_repeated_and_pretrained_backbone_frozen(weights_dir):
 
 
 @pytest.mark.slow
-def test_phase1_freezes_the_backbone_and_phase2_changes_only_the_top_k(weights_dir, store):
+def test_phase1_freezes_the_backbone_and_phase2_changes_only_the_top_k(weights_dir, store, tmp_path):
     p = make_params(fine_tune_layers=3)
     model = transfer_training.build(p, (SIZE, SIZE, 1), 2, weights_dir)
     net = transfer.backbone_of(model)
     before, head_before = snapshot(net), model.get_layer("predictions").get_weights()
-    run_phase(model, p, 1, 0, store)
+    run_phase(model, p, 1, 0, store, tmp_path)
     assert changed(before, snapshot(net)) == set()  # BatchNorm statistics included
     assert not np.array_equal(head_before[0], model.get_layer("predictions").get_weights()[0])
 
@@ -133,17 +136,18 @@ def test_phase1_freezes_the_backbone_and_phase2_changes_only_the_top_k(weights_d
     assert unfrozen == ["blocks_15_depthwise_conv", "blocks_15_project_conv", "conv_head"]
     before = snapshot(net)
     p2 = p.model_copy(update={"lr": p.fine_tune_lr, "epochs": p.fine_tune_epochs})
-    run_phase(model, p2, 2, p.epochs, store)
+    run_phase(model, p2, 2, p.epochs, store, tmp_path)
     assert changed(before, snapshot(net)) == set(unfrozen)
 
 
 @pytest.mark.slow
-def test_two_phases_are_one_run_with_continuous_steps(weights_dir, store):
+def test_two_phases_are_one_run_with_continuous_steps(weights_dir, store, tmp_path):
     p = make_params(epochs=2, fine_tune_epochs=1)
     model = transfer_training.build(p, (SIZE, SIZE, 1), 2, weights_dir)
     train, val = batches(p)
     with tracking.training_run(store, "t", {}, {}) as run:
-        history = transfer_training.fit_two_phases(model, p, train, val, 2, False, 0, tracking.EpochLogger())
+        best = training.BestAndResume(training.Checkpoints(tmp_path / "ckpt", "t"), run.info.run_id, 0)
+        history = transfer_training.fit_two_phases(model, p, train, val, 2, tracking.EpochLogger(), best)
     assert history["phase"] == [1.0, 1.0, 2.0]
     client = MlflowClient(tracking.tracking_uri(store))
     phases = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "phase"))
@@ -155,12 +159,12 @@ def test_two_phases_are_one_run_with_continuous_steps(weights_dir, store):
 
 
 @pytest.mark.slow
-def test_scratch_backbone_trains_everything_in_phase1(store):
+def test_scratch_backbone_trains_everything_in_phase1(store, tmp_path):
     p = make_params(weights=None, fine_tune_epochs=0)
     model = transfer_training.build(p, (SIZE, SIZE, 1), 2, None)
     net = transfer.backbone_of(model)
     before = snapshot(net)
-    run_phase(model, p, 1, 0, store)
+    run_phase(model, p, 1, 0, store, tmp_path)
     after = snapshot(net)
     assert {"conv_stem", "bn0", "conv_head"} <= changed(before, after)  # BatchNorm trains too
 
