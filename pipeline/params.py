@@ -218,6 +218,13 @@ class MotionDataset(DatasetBase):
         return 3 if self.frame is None else 2
 
 
+class LfwDataset(DatasetBase):
+    """scikit-image's `lfw_subset`: 100 face and 100 non-face 25x25 grayscale crops of real photos."""
+
+    source: Literal["lfw"]
+    image_size: int = Field(25, ge=8, le=1024)  # 25 is the crops' own size; others are resized
+
+
 DATASET_SOURCES: dict[str, type[Splits]] = {
     "shapes": ShapesDataset,
     "folder": FolderDataset,
@@ -225,8 +232,17 @@ DATASET_SOURCES: dict[str, type[Splits]] = {
     "seg_folder": SegFolderDataset,
     "spectra": SpectraDataset,
     "motion": MotionDataset,
+    "lfw": LfwDataset,
 }
-Dataset = ShapesDataset | FolderDataset | TracksDataset | SegFolderDataset | SpectraDataset | MotionDataset
+Dataset = (
+    ShapesDataset
+    | FolderDataset
+    | TracksDataset
+    | SegFolderDataset
+    | SpectraDataset
+    | MotionDataset
+    | LfwDataset
+)
 
 
 # ---------------------------------------------------------------- augmentation
@@ -316,20 +332,49 @@ class UnetParams(SegmentationParams):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "resnet50")
+
+
+class TransferParams(TrainParams):
+    """An ImageNet backbone plus a new head; phase 1 trains the head (epochs, lr), phase 2 fine-tunes."""
+
+    # Read by the two-phase fit, not by the builder.
+    FIT_FIELDS: typing.ClassVar[tuple[str, ...]] = ("fine_tune_epochs", "fine_tune_layers", "fine_tune_lr")
+
+    architecture: Literal["transfer"]
+    backbone: Literal[BACKBONES] = "efficientnet_lite0"
+    weights: str | None = "imagenet"
+    input_size: int = Field(96, ge=32, le=1024)
+    pooling: Literal["avg", "max"] = "avg"
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    fine_tune_epochs: int = Field(0, ge=0, le=10_000)
+    fine_tune_layers: int = Field(10, ge=1, le=10_000)
+    fine_tune_lr: float = Field(1e-4, gt=0.0, le=10.0)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_ok(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("give imagenet, null (random initialisation) or the path of a weights file")
+        return value
+
+
 # Keep in step with pipeline.models.BUILDERS (a test checks both name the same architectures).
 ARCHITECTURES: dict[str, type[TrainParams]] = {
     "filter_net": FilterNetParams,
     "mlp": MlpParams,
     "cnn": CnnParams,
     "unet": UnetParams,
+    "transfer": TransferParams,
 }
 SEGMENTATION_SOURCES = (TracksDataset, SegFolderDataset)  # datasets whose labels are masks
 
 
 def arch_kwargs(model: TrainParams) -> dict[str, Any]:
-    """The builder's keyword hyperparameters: everything but the shared training fields."""
+    """The builder's keyword hyperparameters: everything but the training fields."""
     shared = SegmentationParams if isinstance(model, SegmentationParams) else TrainParams
-    return {k: v for k, v in model.model_dump().items() if k not in shared.model_fields}
+    skip = set(shared.model_fields) | set(getattr(model, "FIT_FIELDS", ()))
+    return {k: v for k, v in model.model_dump().items() if k not in skip}
 
 
 # ---------------------------------------------------------------- the lecture's figures

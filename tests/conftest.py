@@ -42,6 +42,8 @@ def tiny(params: dict) -> dict:
         model["epochs"] = 1
         model["batch_size"] = 16
         model["shifts"] = [0, 2]
+        if model["architecture"] == "transfer":  # smallest backbone input, one epoch per phase
+            model.update(input_size=32, fine_tune_epochs=min(model.get("fine_tune_epochs", 0), 1))
     return p
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data import folder, motion, seg_folder, shapes, spectra, tracks
+from pipeline.data import folder, lfw, motion, seg_folder, shapes, spectra, tracks
 from pipeline.data.arrays import SPLITS, NpyWriter, atomic_dir, write_json
 from pipeline.data.split import stratified_split
 from pipeline.errors import UserError
@@ -24,6 +24,7 @@ from pipeline.params import (
     SPECTRA_CLASSES,
     Dataset,
     FolderDataset,
+    LfwDataset,
     MotionDataset,
     SegFolderDataset,
     ShapesDataset,
@@ -223,9 +224,24 @@ def seg_folder_source(ds: SegFolderDataset, name: str) -> Source:
     )
 
 
+def lfw_source(ds: LfwDataset) -> Source:
+    images, labels = lfw.load(ds.image_size)
+    source = Source(
+        classes=list(lfw.CLASSES),
+        labels=labels.tolist(),
+        row_shape=tuple(images.shape[1:]),
+        load=lambda k: images[k],
+        describe=lambda k: f"lfw_subset#{k}",
+    )
+    source.hasher.update(images.tobytes())
+    return source
+
+
 def make_source(ds: Dataset, seed: int, name: str = "") -> Source:
     if isinstance(ds, ShapesDataset):
         return shapes_source(ds, seed)
+    if isinstance(ds, LfwDataset):
+        return lfw_source(ds)
     if isinstance(ds, TracksDataset):
         return tracks_source(ds, seed)
     if isinstance(ds, SegFolderDataset):

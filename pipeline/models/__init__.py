@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.models import classifiers, unet
+from pipeline.models import classifiers, transfer, unet
 
 BUILDERS: dict[str, Callable] = {
     "filter_net": classifiers.filter_net,
     "mlp": classifiers.mlp,
     "cnn": classifiers.cnn,
     "unet": unet.unet,
+    "transfer": transfer.transfer,
 }
 
 

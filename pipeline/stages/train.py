@@ -18,6 +18,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="output folder for model.keras")
     ap.add_argument("--reports", type=Path, required=True, help="folder for history.csv and curves")
     ap.add_argument("--checkpoints", type=Path, required=True, help="folder for resumable progress")
+    ap.add_argument("--weights", type=Path, help="folder of imported ImageNet weights (import_weights stage)")
     args = ap.parse_args()
     params = load_checked()
     p = params.model(args.name)
@@ -28,6 +29,8 @@ def main() -> None:
     from pipeline.models import build
     from pipeline.params import arch_kwargs
     from pipeline.runtime import distribution
+    from pipeline.transfer_training import build as build_transfer
+    from pipeline.transfer_training import fit_two_phases
 
     manifest = read_manifest(args.data)
     classes = manifest["classes"]
@@ -54,7 +57,10 @@ def main() -> None:
         else:
             checkpoints.clear()
             try:
-                model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
+                if p.architecture == "transfer":
+                    model = build_transfer(p, tuple(manifest["shape"]), len(classes), args.weights)
+                else:
+                    model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
             except ValueError as exc:  # hyperparameters that do not fit the data, e.g. too deep for the image
                 raise UserError(f"models.{args.name}: {exc} (dataset '{p.dataset}')") from None
             training.compile_model(
@@ -93,16 +99,32 @@ def main() -> None:
         logged = tracking.last_step(run.info.run_id, "loss") if state else -1
         epoch_logger = tracking.EpochLogger(logged_through=logged)
         best = training.BestAndResume(checkpoints, run.info.run_id, p.early_stopping, state)
-        model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=p.epochs,
-            initial_epoch=state["epoch"] + 1 if state else 0,
-            # Log the epoch before checkpointing it: a kill in between then repeats no step.
-            callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log), best],
-            verbose=params.runtime.verbose,
-        )
-        history = best.history_columns()
+        if p.architecture == "transfer":  # feature extraction, then fine-tuning, in this one run
+            rt = params.runtime
+            history = fit_two_phases(
+                model,
+                p,
+                train_data,
+                val_data,
+                len(classes),
+                epoch_logger,
+                best,
+                start=state["epoch"] + 1 if state else 0,
+                jit=rt.jit_compile,
+                verbose=rt.verbose,
+                scope=lambda: distribution(rt),
+            )
+        else:
+            model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=p.epochs,
+                initial_epoch=state["epoch"] + 1 if state else 0,
+                # Log the epoch before checkpointing it: a kill in between then repeats no step.
+                callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log), best],
+                verbose=params.runtime.verbose,
+            )
+            history = best.history_columns()
         model_file = tmp / "model.keras"
         training.save_model(model, model_file)
         args.reports.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,59 @@
+"""End to end: `dvc repro` imports the offline weights once, then trains the pretrained transfer
+model on the faces, tracked in MLflow with its two phases in one run. (The scratch model's path
+differs only in freezing, which tests/test_transfer.py covers; tracing its full backward pass
+would double this test's minutes.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import project_params, tiny
+
+
+def faces_only(params: dict) -> dict:
+    """The project's faces dataset and its pretrained transfer model, shrunk to seconds."""
+    p = tiny(params)
+    p["datasets"] = {"faces": p["datasets"]["faces"]}
+    p["augment"] = {"faces": {**p["augment"]["faces"], "copies": 1}}
+    p["models"] = {k: v for k, v in p["models"].items() if v.get("weights") == "imagenet"}
+    for model in p["models"].values():
+        model.update(fine_tune_layers=2)  # tiny() already set input_size 32 and one epoch per phase
+    return p
+
+
+@pytest.mark.slow
+def test_repro_imports_weights_and_trains_a_transfer_model(make_repo, dvc):
+    params = faces_only(project_params())
+    assert [m["architecture"] for m in params["models"].values()] == ["transfer"]
+    repo = make_repo(params)
+    dvc(repo, "repro")
+
+    report = json.loads((repo / "data/weights/efficientnet_lite0.json").read_text())
+    assert report["photo_check"]["chelsea"]["top5"][0] in range(281, 286)
+    assert report["photo_check"]["coffee"]["top5"][0] in (967, 968)
+    assert (repo / "data/weights/efficientnet_lite0.weights.h5").stat().st_size > 10_000_000
+
+    manifest = json.loads((repo / "data/prepared/faces/manifest.json").read_text())
+    assert manifest["classes"] == ["not_face", "face"]
+    assert sum(sum(c.values()) for c in manifest["counts"].values()) == 200
+    assert manifest["shape"] == [25, 25, 1]
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(params["tracking"]["experiment"])
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == set(params["models"])
+    for name, run in runs.items():
+        history = client.get_metric_history(run.info.run_id, "phase")
+        phases = [m.value for m in sorted(history, key=lambda m: m.step)]
+        assert phases == [1.0, 2.0], name
+        assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+        assert run.data.tags["phase2_first_epoch"] == "2"
+        metrics = json.loads((repo / f"reports/{name}/metrics.json").read_text())
+        assert metrics["test_images"] == 50
+
+    # Nothing left to do: the weights import is cached like every other stage.
+    status = dvc(repo, "status").stdout
+    assert "changed" not in status
