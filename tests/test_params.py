@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline import params as P
-from pipeline.errors import UserError
+from pipeline.errors import UserError, choices_hint, closest, run_cli
 from pipeline.stages.common import load_checked
 from tests.conftest import ROOT, project_params, tiny
 
@@ -298,3 +298,29 @@ def test_stage_command_exits_with_one_line_and_no_traceback(tmp_path, mutate, ex
     assert lines[0].startswith(expected)
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "data").exists(), "the check runs before any work starts"
+
+
+# ---------------------------------------------------------------- pipeline.errors
+
+
+def test_closest_and_choices_hint():
+    assert closest("shape", ["shapes", "angle_vs_rest"]) == " (closest: shapes)"
+    assert closest("zzz", ["shapes"]) == ""
+    assert choices_hint("cnnn", ["mlp", "cnn", "filter_net"]) == "valid: cnn, filter_net, mlp (closest: cnn)"
+
+
+def test_run_cli_turns_a_user_error_into_one_line_and_exit_code_2(capsys):
+    def main():
+        raise UserError("models.x.lr: wrong")
+
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "error: models.x.lr: wrong\n"
+    run_cli(lambda: None)  # no error, no exit
+
+    def bug():
+        raise KeyError("a bug, not a user's mistake")
+
+    with pytest.raises(KeyError):  # programming errors keep their traceback
+        run_cli(bug)

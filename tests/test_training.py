@@ -151,3 +151,30 @@ def test_save_model_gives_the_same_bytes_for_the_same_weights(tmp_path):
     model.get_layer("block0_conv").set_weights([weights[0] + 1.0])
     training.save_model(model, tmp_path / "c.keras")
     assert (tmp_path / "c.keras").read_bytes() != (tmp_path / "a.keras").read_bytes()
+
+
+def test_runtime_setup_seeds_everything_and_asks_for_determinism(monkeypatch):
+    from pipeline import runtime
+    from pipeline.params import Runtime
+
+    for var in ("TF_DETERMINISTIC_OPS", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS"):
+        monkeypatch.delenv(var, raising=False)
+
+    def draws() -> tuple:
+        k = runtime.setup(Runtime(device="cpu"), seed=5)
+        return np.random.rand(3).tolist(), np.asarray(k.random.uniform((3,))).tolist()
+
+    assert draws() == draws()
+    assert runtime.os.environ["TF_DETERMINISTIC_OPS"] == "1"
+    assert runtime.os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_asking_for_a_gpu_without_one_is_a_user_error():
+    from pipeline import runtime
+    from pipeline.errors import UserError
+    from pipeline.params import Runtime
+
+    if runtime.gpu_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match=r"runtime\.device: 'gpu' but no GPU is visible"):
+        runtime.setup(Runtime(device="gpu"), seed=0)
