@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +70,12 @@ def build_compose(spec: Augment, dataset: str, seed: int) -> A.Compose:
     transforms = [
         build_transform(t, f"augment.{dataset}.transforms[{i}]") for i, t in enumerate(spec.transforms)
     ]
-    return A.Compose(transforms, seed=seed)
+    compose = A.Compose(transforms, seed=seed)
+    # Compose(seed=...) seeds every transform with the same seed (albumentations 2.0.8), so two
+    # transforms with the same p would always fire together (HorizontalFlip and VerticalFlip would
+    # only ever rotate). One generator shared by all of them draws independently for each.
+    compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return compose
 
 
 def validate(spec: Augment, dataset: str) -> None:
@@ -152,18 +159,40 @@ def augment_split(
     out_dir: Path,
     workers: int = 1,
     progress: bool = True,
+    masks: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Write train_x.npy (originals, then each augmented copy) and train_y.npy into out_dir."""
+    """Write train_x.npy (originals, then each augmented copy) and train_y.npy into out_dir.
+
+    With `masks`, `labels` are per-pixel masks (N, H, W): each copy's masks get the same geometric
+    transforms as its images (albumentations' mask target, nearest-neighbour), so they stay aligned.
+    """
     from pipeline.data.arrays import NpyWriter
 
     n = len(images)
-    with NpyWriter(Path(out_dir) / "train_x.npy", images.shape[1:], n * (1 + spec.copies)) as writer:
+    out_dir = Path(out_dir)
+    with (
+        NpyWriter(out_dir / "train_x.npy", images.shape[1:], n * (1 + spec.copies)) as writer,
+        NpyWriter(out_dir / "train_y.npy", labels.shape[1:], n * (1 + spec.copies))
+        if masks
+        else nullcontext() as mask_writer,
+    ):
         for start in range(0, n, CHUNK):
             for row in np.asarray(images[start : start + CHUNK]):
                 writer.append(row)
-        for chunk, _ in augmented_copies(spec, dataset, images, seed, workers=workers, progress=progress):
+            if masks:
+                for row in np.asarray(labels[start : start + CHUNK]):
+                    mask_writer.append(row)
+        chunks = augmented_copies(
+            spec, dataset, images, seed, masks=labels if masks else None, workers=workers, progress=progress
+        )
+        for chunk, mask_chunk in chunks:
             for row in chunk:
                 writer.append(row)
+            if masks:
+                for row in mask_chunk:
+                    mask_writer.append(row)
+    if masks:
+        return tuple(np.load(out_dir / f"train_{a}.npy", mmap_mode="r") for a in "xy")
     y = np.tile(np.asarray(labels), 1 + spec.copies)
-    np.save(Path(out_dir) / "train_y.npy", y)
-    return np.load(Path(out_dir) / "train_x.npy", mmap_mode="r"), y
+    np.save(out_dir / "train_y.npy", y)
+    return np.load(out_dir / "train_x.npy", mmap_mode="r"), y

@@ -19,6 +19,7 @@ from pipeline.errors import UserError, choices_hint, closest
 
 PARAMS_FILE = "params.yaml"
 SHAPE_CLASSES = ("angle", "line", "cross", "ring", "noise")
+TRACK_CLASSES = ("background", "muon", "alpha", "beta")  # mask values 0..3 of the tracks source
 Fraction = typing.Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
@@ -35,6 +36,7 @@ class Runtime(Strict):
     deterministic: bool = True
     mixed_precision: bool = False
     jit_compile: bool = False
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     workers: int = Field(1, ge=1, le=64)
     verbose: Literal[0, 1, 2] = 1
 
@@ -91,8 +93,81 @@ class FolderDataset(DatasetBase):
     classes: list[str] | None = None
 
 
-DATASET_SOURCES: dict[str, type[DatasetBase]] = {"shapes": ShapesDataset, "folder": FolderDataset}
-Dataset = ShapesDataset | FolderDataset
+class SegFolderDataset(DatasetBase):
+    """A user's segmentation folder: root/images/<stem>.* with root/masks/<stem>.png of class ids."""
+
+    source: Literal["seg_folder"]
+    path: str
+    classes: dict[str, typing.Annotated[int, Field(ge=0, le=255)]]
+    background: str | None = "background"
+    channels: Literal[1, 3] = 3
+    resize: Literal["stretch", "pad", "crop"] = "stretch"
+
+    @model_validator(mode="after")
+    def _classes_ok(self) -> SegFolderDataset:
+        if len(self.classes) < 2:
+            raise ValueError("classes must map at least two class names to mask values")
+        values = list(self.classes.values())
+        if len(set(values)) != len(values):
+            raise ValueError(f"classes map two names to one mask value: {self.classes}")
+        if self.background is not None and self.background not in self.classes:
+            raise ValueError(
+                f"background '{self.background}' is not one of classes {list(self.classes)}; "
+                "name the class that is not an object, or null"
+            )
+        return self
+
+
+def _range_ok(value: tuple, what: str) -> tuple:
+    if value[0] > value[1]:
+        raise ValueError(f"{what} [min, max] needs min <= max")
+    return value
+
+
+Count = typing.Annotated[int, Field(ge=0, le=100)]
+Adu = typing.Annotated[float, Field(ge=0.0, le=255.0)]
+Pixels = typing.Annotated[float, Field(gt=0.0, le=100.0)]
+Steps = typing.Annotated[int, Field(ge=2, le=1000)]
+
+
+class TracksDataset(DatasetBase):
+    """Our seeded CCD frames with particle tracks, for segmentation (pipeline.data.tracks).
+
+    Intensities are in ADU of the 8-bit frame (0..255); ranges are [min, max], inclusive.
+    """
+
+    source: Literal["tracks"]
+    image_size: int = Field(64, ge=16, le=1024)
+    frames: int = Field(400, ge=4, le=1_000_000)
+    muons: tuple[Count, Count] = (0, 2)
+    alphas: tuple[Count, Count] = (0, 2)
+    betas: tuple[Count, Count] = (0, 4)
+    muon_intensity: Adu = 80.0
+    alpha_intensity: Adu = 250.0
+    beta_intensity: Adu = 30.0
+    alpha_size: tuple[Pixels, Pixels] = (1.0, 1.8)
+    beta_length: tuple[Steps, Steps] = (8, 24)
+    beta_curl: float = Field(0.5, ge=0.0, le=3.14)
+    bias: Adu = 10.0
+    dark_current: Adu = 1.0
+    read_noise: Adu = 4.0
+    hot_pixels: Count = 3
+    mask_threshold: float = Field(8.0, gt=0.0, le=255.0)
+
+    @model_validator(mode="after")
+    def _ranges_ok(self) -> TracksDataset:
+        for key in ("muons", "alphas", "betas", "alpha_size", "beta_length"):
+            _range_ok(getattr(self, key), key)
+        return self
+
+
+DATASET_SOURCES: dict[str, type[DatasetBase]] = {
+    "shapes": ShapesDataset,
+    "folder": FolderDataset,
+    "tracks": TracksDataset,
+    "seg_folder": SegFolderDataset,
+}
+Dataset = ShapesDataset | FolderDataset | TracksDataset | SegFolderDataset
 
 
 # ---------------------------------------------------------------- augmentation
@@ -154,17 +229,48 @@ class CnnParams(TrainParams):
     dense: list[typing.Annotated[int, Field(ge=1)]] = []
 
 
+class SegmentationParams(TrainParams):
+    """What every segmentation model has: its loss and how objects are counted at evaluation."""
+
+    loss: dict[Literal["cross_entropy", "dice", "focal"], typing.Annotated[float, Field(ge=0.0)]] = {
+        "cross_entropy": 1.0
+    }
+    class_weights: Literal["balanced"] | list[typing.Annotated[float, Field(gt=0.0)]] | None = None
+    focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
+    min_component: int = Field(1, ge=1, le=100_000)
+
+    @field_validator("loss")
+    @classmethod
+    def _some_loss(cls, value: dict) -> dict:
+        if not any(value.values()):
+            raise ValueError("give at least one loss term a weight > 0 (cross_entropy, dice, focal)")
+        return value
+
+
+class UnetParams(SegmentationParams):
+    architecture: Literal["unet"]
+    depth: int = Field(3, ge=1, le=8)
+    filters: int = Field(16, ge=1, le=1024)
+    kernel_size: int = Field(3, ge=1, le=15)
+    decoder: Literal["transpose", "upsample"] = "transpose"
+    batch_norm: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
 # Keep in step with pipeline.models.BUILDERS (a test checks both name the same architectures).
 ARCHITECTURES: dict[str, type[TrainParams]] = {
     "filter_net": FilterNetParams,
     "mlp": MlpParams,
     "cnn": CnnParams,
+    "unet": UnetParams,
 }
+SEGMENTATION_SOURCES = (TracksDataset, SegFolderDataset)  # datasets whose labels are masks
 
 
 def arch_kwargs(model: TrainParams) -> dict[str, Any]:
     """The builder's keyword hyperparameters: everything but the shared training fields."""
-    return {k: v for k, v in model.model_dump().items() if k not in TrainParams.model_fields}
+    shared = SegmentationParams if isinstance(model, SegmentationParams) else TrainParams
+    return {k: v for k, v in model.model_dump().items() if k not in shared.model_fields}
 
 
 # ---------------------------------------------------------------- the whole file
@@ -262,6 +368,7 @@ def _check_references(params: Params, source: str) -> None:
                 f"{source}: models.{name}.dataset: no dataset '{model.dataset}'; "
                 f"{choices_hint(model.dataset, params.datasets)}"
             )
+        _check_task(name, model, params.datasets[model.dataset], source)
     for name in params.augment:
         if name not in params.datasets:
             raise UserError(
@@ -274,6 +381,26 @@ def _check_references(params: Params, source: str) -> None:
                 f"(copies: 0 and transforms: [] turn augmentation off)"
             )
     # Transform names and arguments are checked against albumentations by pipeline.augment.
+
+
+def _check_task(name: str, model: TrainParams, ds: DatasetBase, source: str) -> None:
+    """A classifier needs a labelled dataset, a segmentation model a dataset with masks."""
+    seg_model = isinstance(model, SegmentationParams)
+    seg_data = isinstance(ds, SEGMENTATION_SOURCES)
+    if seg_model != seg_data:
+        fitting = sorted(a for a, c in ARCHITECTURES.items() if issubclass(c, SegmentationParams) == seg_data)
+        task = "segmentation (masks)" if seg_data else "classification (labels)"
+        raise UserError(
+            f"{source}: models.{name}.architecture: '{model.architecture}' does not fit dataset "
+            f"'{model.dataset}', which is for {task}; valid: {', '.join(fitting)}"
+        )
+    if seg_model and isinstance(model.class_weights, list):
+        classes = len(ds.classes) if isinstance(ds, SegFolderDataset) else len(TRACK_CLASSES)
+        if len(model.class_weights) != classes:
+            raise UserError(
+                f"{source}: models.{name}.class_weights: {len(model.class_weights)} weights for "
+                f"{classes} classes of dataset '{model.dataset}'; give one per class, 'balanced' or null"
+            )
 
 
 def _describe(exc: ValidationError, root: type[BaseModel], prefix: tuple, source: str) -> str:

@@ -72,12 +72,14 @@ def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str], pa
     _save(fig, path)
 
 
-def shift_curve(accuracy_by_shift: Mapping[str, float], path: Path, title: str) -> None:
+def shift_curve(
+    accuracy_by_shift: Mapping[str, float], path: Path, title: str, ylabel: str = "test accuracy"
+) -> None:
     shifts = [int(s) for s in accuracy_by_shift]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     ax.plot(shifts, list(accuracy_by_shift.values()), "o-")
     ax.set_xlabel("shift (pixels, right and down)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
     fig.tight_layout()
@@ -85,9 +87,16 @@ def shift_curve(accuracy_by_shift: Mapping[str, float], path: Path, title: str) 
 
 
 def image_grid(
-    rows: Sequence[np.ndarray], path: Path, row_titles: Sequence[str] = (), title: str = ""
+    rows: Sequence[np.ndarray],
+    path: Path,
+    row_titles: Sequence[str] = (),
+    title: str = "",
+    image_titles: Sequence[Sequence[str]] = (),
 ) -> None:
-    """Rows of images (each an array of images), one figure; grayscale shown in grey."""
+    """Rows of images (each an array of images), one figure; grayscale shown in grey.
+
+    `image_titles`, if given, has a row of captions per row of images (a row title goes first).
+    """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 * n_cols, 1.2 * n_rows + 0.4), squeeze=False)
     for r, images in enumerate(rows):
@@ -99,9 +108,61 @@ def image_grid(
                 if img.ndim == 3 and img.shape[-1] == 1:
                     img = img[..., 0]
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+                if r < len(image_titles) and c < len(image_titles[r]):
+                    ax.set_title(image_titles[r][c], fontsize=7)
         if r < len(row_titles):
             axes[r][0].set_title(row_titles[r], fontsize=8, loc="left")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+# Overlay colours of the object classes, in class order after the background (ColorBrewer Set1).
+OVERLAY_COLOURS = (
+    ("red", (228, 26, 28)),
+    ("blue", (55, 126, 184)),
+    ("green", (77, 175, 74)),
+    ("purple", (152, 78, 163)),
+    ("orange", (255, 127, 0)),
+    ("yellow", (255, 255, 51)),
+    ("brown", (166, 86, 40)),
+    ("pink", (247, 129, 191)),
+)
+
+
+def _colour_of(num_classes: int, background: int | None) -> list[tuple[str, tuple[int, int, int]] | None]:
+    """The overlay colour of each class index; None for the background, which stays unpainted."""
+    out: list = []
+    k = 0
+    for c in range(num_classes):
+        if c == background:
+            out.append(None)
+        else:
+            out.append(OVERLAY_COLOURS[k % len(OVERLAY_COLOURS)])
+            k += 1
+    return out
+
+
+def mask_overlay(
+    images: np.ndarray, masks: np.ndarray, background: int | None = 0, alpha: float = 0.6
+) -> np.ndarray:
+    """RGB uint8 images (n, H, W, 3): each image in grey or colour, its mask's classes painted over it."""
+    images, masks = np.asarray(images), np.asarray(masks)
+    rgb = images.astype(np.float32)
+    if rgb.ndim == 3:
+        rgb = rgb[..., None]
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    num_classes = int(masks.max()) + 1 if masks.size else 1
+    for c, colour in enumerate(_colour_of(num_classes, background)):
+        if colour is not None:
+            where = masks == c
+            rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colour[1], np.float32)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_legend(classes: Sequence[str], background: int | None) -> str:
+    """'muon red, alpha blue, beta green': which colour paints which class."""
+    colours = _colour_of(len(classes), background)
+    return ", ".join(f"{name} {colour[0]}" for name, colour in zip(classes, colours, strict=True) if colour)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import types
 
@@ -56,3 +57,29 @@ def gpu_available() -> bool:
 
         return any(d.platform == "gpu" for d in jax.devices())
     return False
+
+
+def distribution(runtime: Runtime) -> contextlib.AbstractContextManager:
+    """The scope to build and compile models in, for `runtime.distribute`.
+
+    mirrored: one process, every local GPU (or every logical CPU device when there is no GPU);
+    multi_worker: one process per machine, the cluster described by TF_CONFIG. On JAX both become
+    Keras's data-parallel distribution over the local devices.
+    """
+    import keras
+
+    if runtime.distribute == "none":
+        return contextlib.nullcontext()
+    if keras.backend.backend() == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    if runtime.distribute == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            from pipeline.errors import UserError
+
+            raise UserError("runtime.distribute: 'multi_worker' needs TF_CONFIG describing the cluster")
+        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices]).scope()

@@ -101,10 +101,19 @@ def file_md5(path: Path) -> str:
 
 @contextmanager
 def training_run(
-    tracking: Tracking, model_name: str, params: dict[str, str], tags: dict[str, str]
+    tracking: Tracking,
+    model_name: str,
+    params: dict[str, str],
+    tags: dict[str, str],
+    resume: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """A new run named after the model, with its params and tags logged."""
+    """A run named after the model, with its params and tags logged; `resume` continues that run id."""
     experiment_id = use_experiment(tracking)
+    if resume is not None:
+        with mlflow.start_run(run_id=resume) as run:
+            mlflow.set_tags(tags)
+            yield run
+        return
     with mlflow.start_run(experiment_id=experiment_id, run_name=model_name, tags=tags) as run:
         mlflow.log_params(params)
         yield run
@@ -122,19 +131,32 @@ def find_training_run(tracking: Tracking, model_name: str, model_file: Path) -> 
 
 
 class EpochLogger:
-    """Keras callback body: per-epoch metrics into the active run, in one request per epoch."""
+    """Keras callback body: per-epoch metrics into the active run, in one request per epoch.
 
-    def __init__(self, step_offset: int = 0):
+    `logged_through` is the last step the run already holds (a resumed training may redo an
+    epoch whose metrics were logged just before the kill): those steps are not logged twice.
+    """
+
+    def __init__(self, step_offset: int = 0, logged_through: int = -1):
         self.step_offset = step_offset
+        self.logged_through = logged_through
         self.seconds = 0.0  # time spent logging, reported by the benchmarks
 
     def log(self, epoch: int, logs: Mapping[str, float]) -> None:
+        if epoch + self.step_offset <= self.logged_through:
+            return
         start = time.perf_counter()
         metrics = {
             k: float(v) for k, v in logs.items() if isinstance(v, int | float) or hasattr(v, "__float__")
         }
         mlflow.log_metrics(metrics, step=epoch + self.step_offset)
         self.seconds += time.perf_counter() - start
+
+
+def last_step(run_id: str, metric: str) -> int:
+    """The highest step of `metric` in the run, or -1."""
+    history = MlflowClient().get_metric_history(run_id, metric)
+    return max((m.step for m in history), default=-1)
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -160,3 +182,46 @@ def new_run(tracking: Tracking, name: str, tags: dict[str, str]) -> str:
     run = MlflowClient().create_run(experiment_id, run_name=name, tags={**provenance_tags(), **tags})
     MlflowClient().set_terminated(run.info.run_id)
     return run.info.run_id
+
+
+def log_model(model: Any) -> str:
+    """The Keras model as an MLflow model of the active run (loadable, registrable); returns its URI."""
+    import mlflow.keras
+
+    requirements = [f"keras=={_version('keras')}", f"tensorflow=={_version('tensorflow')}"]
+    info = mlflow.keras.log_model(model, name="model", pip_requirements=requirements)
+    mlflow.set_tag("convpipe.model_uri", info.model_uri)
+    return info.model_uri
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+CHAMPION = "champion"
+
+
+def register_model(
+    tracking: Tracking, run_id: str, model_name: str, metric: str, value: float
+) -> tuple[int, int] | None:
+    """Register the run's model as a new version; move the `champion` alias if `metric` beats it.
+
+    Returns (new version, champion version), or None when the run holds no logged model.
+    """
+    client = MlflowClient()
+    uri = client.get_run(run_id).data.tags.get("convpipe.model_uri")
+    if uri is None:
+        return None
+    name = f"{tracking.experiment}-{model_name}"
+    version = int(mlflow.register_model(uri, name).version)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+        best = client.get_run(champion.run_id).data.metrics.get(metric)
+    except mlflow.exceptions.MlflowException:
+        champion, best = None, None
+    if champion is None or best is None or value > best:
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+        return version, version
+    return version, int(champion.version)

@@ -29,6 +29,10 @@ def tiny(params: dict) -> dict:
         if ds["source"] == "shapes":
             ds["per_class"] = 12
             ds["image_size"] = 16
+        if ds["source"] == "tracks":
+            ds["frames"] = 20
+            ds["image_size"] = 16
+            ds["val_fraction"] = ds["test_fraction"] = 0.2
     for spec in p["augment"].values():
         spec["preview"] = 2
     for model in p["models"].values():

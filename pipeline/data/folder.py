@@ -80,11 +80,18 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def _resize(img: Image.Image, size: int, policy: str) -> Image.Image:
+def _resize(
+    img: Image.Image,
+    size: int,
+    policy: str,
+    resample: Image.Resampling = Image.Resampling.BILINEAR,
+    fill: int = 0,
+) -> Image.Image:
+    """Masks pass NEAREST (class ids must not be blended) and the background's index as `fill`."""
     if policy == "stretch":
-        return img.resize((size, size), Image.Resampling.BILINEAR)
+        return img.resize((size, size), resample)
     if policy == "pad":
-        return ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=0)
+        return ImageOps.pad(img, (size, size), resample, color=fill)
     if policy == "crop":
-        return ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+        return ImageOps.fit(img, (size, size), resample)
     raise ValueError(f"resize policy {policy!r}; valid: {', '.join(RESIZE_POLICIES)}")

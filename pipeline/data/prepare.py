@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,23 +14,37 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data import folder, shapes
+from pipeline.data import folder, seg_folder, shapes, tracks
 from pipeline.data.arrays import SPLITS, NpyWriter, atomic_dir, write_json
 from pipeline.data.split import stratified_split
 from pipeline.errors import UserError
-from pipeline.params import SHAPE_CLASSES, Dataset, FolderDataset, ShapesDataset
+from pipeline.params import (
+    SHAPE_CLASSES,
+    Dataset,
+    FolderDataset,
+    SegFolderDataset,
+    ShapesDataset,
+    TracksDataset,
+)
+
+CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
 
 
 @dataclass
 class Source:
-    """What prepare needs of a source: labels up front, and each image on demand."""
+    """What prepare needs of a source: labels up front, and each image on demand.
+
+    For segmentation, `load` gives (image, mask of class indices) and `labels` only stratify the split.
+    """
 
     classes: list[str]
     labels: list[int]
     row_shape: tuple[int, ...]
-    load: Callable[[int], np.ndarray]  # may raise folder.SkipImage
+    load: Callable[[int], Any]  # an image, or (image, mask); may raise folder.SkipImage
     describe: Callable[[int], str]
     hasher: Any = field(default_factory=hashlib.sha256)  # has .hexdigest()
+    task: str = CLASSIFICATION
+    background: str | None = None  # segmentation: the class that is not an object
 
 
 def shapes_source(ds: ShapesDataset, seed: int) -> Source:
@@ -101,37 +116,120 @@ class _FolderHasher:
         return h.hexdigest()
 
 
-def make_source(ds: Dataset, seed: int) -> Source:
+def tracks_source(ds: TracksDataset, seed: int) -> Source:
+    """Frames stratified by whether they hold a beta track, the rare class the physics is about."""
+
+    def load(k: int) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = tracks.render(seed, k, ds)
+        return image[..., None], mask
+
+    source = Source(
+        classes=list(tracks.CLASSES),
+        labels=[int(tracks.plan(seed, k, ds)[2] > 0) for k in range(ds.frames)],
+        row_shape=(ds.image_size, ds.image_size, 1),
+        load=load,
+        describe=lambda k: f"frame#{k}",
+        task=SEGMENTATION,
+        background=tracks.CLASSES[tracks.BACKGROUND],
+    )
+    source.hasher.update(
+        json.dumps([ds.model_dump(), seed, tracks.GENERATOR_VERSION], sort_keys=True).encode()
+    )
+    return source
+
+
+def seg_folder_source(ds: SegFolderDataset, name: str) -> Source:
+    """Image and mask pairs, split at random (nothing cheap to stratify by before reading masks)."""
+    root = Path(ds.path)
+    pairs = seg_folder.scan(root, f"datasets.{name}")
+    seg_folder.check(pairs, root, ds.classes, f"datasets.{name}")
+    classes = list(ds.classes)
+    index_of = np.zeros(256, np.int64)
+    for index, mask_id in enumerate(ds.classes.values()):
+        index_of[mask_id] = index
+    fill = classes.index(ds.background) if ds.background is not None else 0
+    digests: dict[int, bytes] = {}
+
+    def load(k: int) -> tuple[np.ndarray, np.ndarray]:
+        stem, image_path, mask_path = pairs[k]
+        try:
+            image_data, mask_data = image_path.read_bytes(), mask_path.read_bytes()
+        except OSError as exc:
+            raise folder.SkipImage(f"unreadable: {exc.strerror}") from None
+        digests[k] = hashlib.sha256(stem.encode() + b"\0" + image_data + b"\0" + mask_data).digest()
+        image = folder.read_image(image_data, ds.image_size, ds.channels, ds.resize)
+        mask = seg_folder.read_mask(mask_data, index_of, ds.image_size, ds.resize, fill)
+        return image, mask
+
+    return Source(
+        classes=classes,
+        labels=[0] * len(pairs),
+        row_shape=(ds.image_size, ds.image_size, ds.channels),
+        load=load,
+        describe=lambda k: pairs[k][1].relative_to(root).as_posix(),
+        hasher=_FolderHasher(digests),
+        task=SEGMENTATION,
+        background=ds.background,
+    )
+
+
+def make_source(ds: Dataset, seed: int, name: str = "") -> Source:
     if isinstance(ds, ShapesDataset):
         return shapes_source(ds, seed)
+    if isinstance(ds, TracksDataset):
+        return tracks_source(ds, seed)
+    if isinstance(ds, SegFolderDataset):
+        return seg_folder_source(ds, name)
     return folder_source(ds)
 
 
 def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = True) -> dict:
     """Write {train,val,test}_{x,y}.npy and manifest.json into out_dir; returns the manifest."""
-    source = make_source(ds, seed)
+    source = make_source(ds, seed, name)
+    segmentation = source.task == SEGMENTATION
     splits = stratified_split(source.labels, ds.val_fraction, ds.test_fraction, seed)
     skipped: list[dict] = []
     counts: dict[str, dict[str, int]] = {}
+    images: dict[str, int] = {}
     with atomic_dir(out_dir) as tmp:
         bar = tqdm(total=len(source.labels), desc=f"prepare {name}", unit="img", disable=not progress)
         for split in SPLITS:
             kept: list[int] = []
-            with NpyWriter(tmp / f"{split}_x.npy", source.row_shape, len(splits[split])) as writer:
+            pixels = np.zeros(len(source.classes), np.int64)  # segmentation: pixels per class
+            capacity = len(splits[split])
+            with (
+                NpyWriter(tmp / f"{split}_x.npy", source.row_shape, capacity) as writer,
+                # Masks are the labels of segmentation: {split}_y.npy of shape (N, H, W), uint8.
+                NpyWriter(tmp / f"{split}_y.npy", source.row_shape[:2], capacity)
+                if segmentation
+                else nullcontext() as mask_writer,
+            ):
                 for k in splits[split]:
                     bar.update()
                     try:
-                        writer.append(source.load(int(k)))
+                        row = source.load(int(k))
                     except folder.SkipImage as exc:
                         skipped.append({"file": source.describe(int(k)), "reason": str(exc)})
                         continue
+                    if segmentation:
+                        writer.append(row[0])
+                        mask_writer.append(row[1])
+                        pixels += np.bincount(row[1].ravel(), minlength=len(source.classes))
+                    else:
+                        writer.append(row)
                     kept.append(source.labels[int(k)])
+            images[split] = len(kept)
+            if segmentation:
+                counts[split] = {c: int(pixels[i]) for i, c in enumerate(source.classes)}
+                continue
             np.save(tmp / f"{split}_y.npy", np.asarray(kept, dtype=np.int64))
             per_class = Counter(kept)
             counts[split] = {c: per_class.get(i, 0) for i, c in enumerate(source.classes)}
         bar.close()
         empty = [c for c in source.classes if sum(counts[s][c] for s in SPLITS) == 0]
-        if empty:
+        if segmentation and sum(images.values()) == 0:
+            raise UserError(f"datasets.{name}: no usable image ({len(skipped)} file(s) skipped)")
+        if empty and not segmentation:
             raise UserError(
                 f"datasets.{name}: class(es) {empty} have no usable image "
                 f"({len(skipped)} file(s) skipped, e.g. {skipped[0]['file']}: {skipped[0]['reason']})"
@@ -139,6 +237,9 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
         manifest = {
             "name": name,
             "source": ds.source,
+            # Train and evaluate branch on this; for segmentation, counts are pixels per class.
+            "task": source.task,
+            "images": images,
             "classes": source.classes,
             "shape": list(source.row_shape),
             "counts": counts,
@@ -147,6 +248,8 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
             "params": ds.model_dump(),
             "seed": seed,
         }
+        if segmentation:
+            manifest["background"] = source.background
         write_json(tmp / "manifest.json", manifest)
     if skipped:
         print(f"prepare {name}: skipped {len(skipped)} file(s); see {out_dir / 'manifest.json'}")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.models import classifiers
+from pipeline.models import classifiers, unet
 
 BUILDERS: dict[str, Callable] = {
     "filter_net": classifiers.filter_net,
     "mlp": classifiers.mlp,
     "cnn": classifiers.cnn,
+    "unet": unet.unet,
 }
 
 

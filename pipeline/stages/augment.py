@@ -21,17 +21,34 @@ def main() -> None:
     from pipeline import augment, plots
     from pipeline.data.arrays import atomic_dir, load_split, read_manifest
 
-    read_manifest(args.data)
+    manifest = read_manifest(args.data)
+    segmentation = manifest.get("task") == "segmentation"
+    background = manifest.get("background")
+    bg = manifest["classes"].index(background) if background is not None else None
     x, y = load_split(args.data, "train")
     with atomic_dir(args.out) as tmp:
-        aug_x, _ = augment.augment_split(
-            spec, args.name, x, y, params.seed, tmp, workers=params.runtime.workers, progress=True
+        aug_x, aug_y = augment.augment_split(
+            spec,
+            args.name,
+            x,
+            y,
+            params.seed,
+            tmp,
+            workers=params.runtime.workers,
+            progress=True,
+            masks=segmentation,
         )
         n = min(spec.preview, len(x))
-        rows = [np.asarray(x[:n])]
+
+        def shown(start: int) -> np.ndarray:
+            if segmentation:  # each image with its mask overlaid, to see that they moved together
+                return plots.mask_overlay(aug_x[start : start + n], aug_y[start : start + n], bg)
+            return np.asarray(aug_x[start : start + n])
+
+        rows = [shown(0)]
         titles = ["original"]
         for copy in range(1, min(spec.copies, 3) + 1):
-            rows.append(np.asarray(aug_x[copy * len(x) : copy * len(x) + n]))
+            rows.append(shown(copy * len(x)))
             titles.append(f"augmented copy {copy}")
         plots.image_grid(rows, args.preview, titles, title=f"augment {args.name}")
     print(f"augment {args.name}: {len(x)} -> {len(aug_x)} training images in {args.out}")

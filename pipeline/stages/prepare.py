@@ -16,8 +16,7 @@ def main() -> None:
     from pipeline.data.prepare import prepare
 
     manifest = prepare(args.name, params.dataset(args.name), params.seed, args.out, progress=True)
-    counts = {split: sum(c.values()) for split, c in manifest["counts"].items()}
-    print(f"prepare {args.name}: {counts} images of shape {manifest['shape']} in {args.out}")
+    print(f"prepare {args.name}: {manifest['images']} images of shape {manifest['shape']} in {args.out}")
 
 
 if __name__ == "__main__":

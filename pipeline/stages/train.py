@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from pathlib import Path
 
 from pipeline.errors import UserError, run_cli
@@ -15,6 +17,7 @@ def main() -> None:
     ap.add_argument("--train", type=Path, required=True, help="augmented training split folder")
     ap.add_argument("--out", type=Path, required=True, help="output folder for model.keras")
     ap.add_argument("--reports", type=Path, required=True, help="folder for history.csv and curves")
+    ap.add_argument("--checkpoints", type=Path, required=True, help="folder for resumable progress")
     args = ap.parse_args()
     params = load_checked()
     p = params.model(args.name)
@@ -24,20 +27,45 @@ def main() -> None:
     from pipeline.data.arrays import atomic_dir, load_split, read_manifest
     from pipeline.models import build
     from pipeline.params import arch_kwargs
+    from pipeline.runtime import distribution
 
     manifest = read_manifest(args.data)
     classes = manifest["classes"]
+    segmentation = manifest.get("task") == "segmentation"
     x, y = load_split(args.train, "train")
     vx, vy = load_split(args.data, "val")
     if len(vx) == 0:
         raise UserError(f"datasets.{p.dataset}: the val split is empty; raise val_fraction or add images")
     workers = params.runtime.workers
-    train_data = training.ArrayBatches(x, y, p.batch_size, True, params.seed, len(classes), workers)
-    val_data = training.ArrayBatches(
-        vx, vy, max(p.batch_size, 256), False, params.seed, len(classes), workers
+    train_data = training.ArrayBatches(
+        x, y, p.batch_size, True, params.seed, len(classes), workers, sparse=segmentation
     )
-    model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
-    training.compile_model(model, p, len(classes), len(train_data), params.runtime.jit_compile)
+    val_data = training.ArrayBatches(
+        vx, vy, max(p.batch_size, 256), False, params.seed, len(classes), workers, sparse=segmentation
+    )
+    loss, metrics, extra = segmentation_objective(p, manifest) if segmentation else (None, None, {})
+    checkpoints = training.Checkpoints(args.checkpoints, fingerprint(params, args.name, manifest, len(x)))
+    state = checkpoints.resumable()
+    with distribution(params.runtime):
+        if state:
+            print(f"train {args.name}: resuming after epoch {state['epoch'] + 1} from {args.checkpoints}")
+            model = keras.saving.load_model(checkpoints.last)
+            train_data.start_at(state["epoch"] + 1)
+        else:
+            checkpoints.clear()
+            try:
+                model = build(p.architecture, tuple(manifest["shape"]), len(classes), **arch_kwargs(p))
+            except ValueError as exc:  # hyperparameters that do not fit the data, e.g. too deep for the image
+                raise UserError(f"models.{args.name}: {exc} (dataset '{p.dataset}')") from None
+            training.compile_model(
+                model,
+                p,
+                len(classes),
+                len(train_data),
+                params.runtime.jit_compile,
+                loss=loss,
+                metrics=metrics,
+            )
     if params.runtime.verbose:
         model.summary()
 
@@ -48,6 +76,7 @@ def main() -> None:
         "seed": str(params.seed),
         "model_name": args.name,
         "train_images": str(len(x)),
+        **extra,
     }
     tags = {
         **tracking.provenance_tags(),
@@ -56,40 +85,66 @@ def main() -> None:
         "dataset": p.dataset,
         "dataset_hash": manifest["source_hash"],
     }
-    epoch_logger = tracking.EpochLogger()
+    resume_run = state["run_id"] if state else None
     with (
         atomic_dir(args.out) as tmp,
-        tracking.training_run(params.tracking, args.name, run_params, tags) as run,
+        tracking.training_run(params.tracking, args.name, run_params, tags, resume_run) as run,
     ):
-        history = model.fit(
+        logged = tracking.last_step(run.info.run_id, "loss") if state else -1
+        epoch_logger = tracking.EpochLogger(logged_through=logged)
+        best = training.BestAndResume(checkpoints, run.info.run_id, p.early_stopping, state)
+        model.fit(
             train_data,
             validation_data=val_data,
             epochs=p.epochs,
-            callbacks=[
-                *training.callbacks(p),
-                keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log),
-            ],
+            initial_epoch=state["epoch"] + 1 if state else 0,
+            # Log the epoch before checkpointing it: a kill in between then repeats no step.
+            callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log), best],
             verbose=params.runtime.verbose,
-        ).history
+        )
+        history = best.history_columns()
         model_file = tmp / "model.keras"
         training.save_model(model, model_file)
-        best_epoch = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
         args.reports.mkdir(parents=True, exist_ok=True)
         write_history(history, args.reports / "history.csv")
         plots.training_curves(
             history, args.reports / "training_curves.png", f"{args.name} ({p.architecture})"
         )
         tracking.set_tags(
-            {tracking.MODEL_HASH_TAG: tracking.file_md5(model_file), "best_epoch": str(best_epoch + 1)}
+            {tracking.MODEL_HASH_TAG: tracking.file_md5(model_file), "best_epoch": str(best.best_epoch + 1)}
         )
         tracking.log_artifacts(
             run.info.run_id, [args.reports / "training_curves.png", args.reports / "history.csv"]
         )
-        tracking.log_artifacts(run.info.run_id, [model_file], "model")
-        print(
-            f"train {args.name}: best epoch {best_epoch + 1}, val_accuracy "
-            f"{history['val_accuracy'][best_epoch]:.4f}; MLflow run {run.info.run_id}"
-        )
+        tracking.log_model(model)
+    checkpoints.clear()
+    shown = "val_mean_iou" if segmentation else "val_accuracy"
+    print(
+        f"train {args.name}: best epoch {best.best_epoch + 1}, {shown} "
+        f"{history[shown][best.best_epoch]:.4f}; MLflow run {run.info.run_id}"
+    )
+
+
+def fingerprint(params, name: str, manifest: dict, train_images: int) -> str:
+    """What a resumed training must share with the one that saved the checkpoint."""
+    p = params.model(name)
+    parts = [p.model_dump(), params.seed, params.augment_for(p.dataset).model_dump(), manifest, train_images]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def segmentation_objective(p, manifest: dict) -> tuple:
+    """(loss, per-epoch metrics, run params) of a segmentation model, from its params."""
+    from pipeline import segmentation
+
+    classes = manifest["classes"]
+    weights = p.class_weights
+    if weights == "balanced":  # from the pixel shares of the prepared training split
+        weights = segmentation.balanced_class_weights([manifest["counts"]["train"][c] for c in classes])
+    loss = segmentation.SegmentationLoss(len(classes), p.loss, weights, p.focal_gamma)
+    metrics = segmentation.epoch_metrics(
+        classes, segmentation.foreground_ids(classes, manifest["background"])
+    )
+    return loss, metrics, {"class_weights_used": str(weights)}
 
 
 def write_history(history: dict[str, list[float]], path: Path) -> None:
