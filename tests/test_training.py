@@ -95,31 +95,23 @@ def test_binary_loss_and_label_smoothing():
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
 
 
-def test_the_best_validation_epoch_is_kept():
+def test_the_best_validation_epoch_is_kept_and_patience_stops_early(tmp_path):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 4, 4, 1)).astype("uint8")
     y = (x[:, 0, 0, 0] > 127).astype(int)  # learnable from one pixel
     model = build("mlp", (4, 4, 1), 2, hidden=[16])
     # A learning rate this large makes the loss jump about, so the last epoch is not the best one.
-    p = mlp_params(epochs=8, lr=3.0, optimizer="sgd")
+    p = mlp_params(epochs=30, lr=3.0, optimizer="sgd", early_stopping=2)
     training.compile_model(model, p, 2, steps_per_epoch=4, jit=False)
     train = training.ArrayBatches(x, y, 16, True, 0, 2)
     val = training.ArrayBatches(x[:32], y[:32], 32, False, 0, 2)
-    history = model.fit(
-        train, validation_data=val, epochs=p.epochs, callbacks=training.callbacks(p), verbose=0
-    )
+    best = training.BestAndResume(training.Checkpoints(tmp_path / "ckpt", "fp"), "run", p.early_stopping)
+    history = model.fit(train, validation_data=val, epochs=p.epochs, callbacks=[best], verbose=0)
     val_loss = history.history["val_loss"]
-    best = int(np.nanargmin(val_loss))
-    assert best != len(val_loss) - 1, f"not a useful run for this test: {val_loss}"
-    assert model.evaluate(val, verbose=0)[0] == pytest.approx(val_loss[best], rel=1e-4)
-
-
-def test_early_stopping_patience():
-    p = mlp_params(epochs=50, early_stopping=3)
-    [stop] = training.callbacks(p)
-    assert stop.patience == 3 and stop.restore_best_weights and stop.monitor == "val_loss"
-    assert training.callbacks(mlp_params(epochs=5))[0].patience > 5  # 0 = never stop early
+    assert best.best_epoch == int(np.nanargmin(val_loss))
+    assert len(val_loss) == best.best_epoch + 1 + 2 < p.epochs, val_loss  # two epochs without a better one
+    assert model.evaluate(val, verbose=0)[0] == pytest.approx(val_loss[best.best_epoch], rel=1e-4)
 
 
 def test_predict_proba_gives_a_column_per_class():
