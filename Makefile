@@ -24,6 +24,10 @@ test: venv
 	ruff format --check .
 	pytest
 
+# Benchmarks (pipeline overhead, data stages at scale, augmentation, backends): reports/benchmarks.md.
+bench: venv
+	python -m pipeline.bench
+
 lint: venv
 	ruff check --fix .
 	ruff format .

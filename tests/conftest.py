@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent  # the venv's bin: python, dvc, mlflow
+from pipeline import sandbox
+from pipeline.sandbox import BIN, ROOT, project_params  # noqa: F401 - shared with the test modules
 
-
-def project_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+stage_env = sandbox.child_env
 
 
 def tiny(params: dict) -> dict:
@@ -42,15 +36,6 @@ def tiny(params: dict) -> dict:
     return p
 
 
-def stage_env(**extra: str) -> dict[str, str]:
-    """Environment for pipeline commands: the venv first on PATH, no inherited tracking URI."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env.update(extra)
-    return env
-
-
 def run(cmd: list[str], cwd: Path, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=stage_env(**extra_env), capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -65,20 +50,7 @@ def make_repo(tmp_path):
     """make_repo(params) -> path of a fresh git + DVC repository with the project's code and dvc.yaml."""
 
     def make(params: dict, name: str = "repo") -> Path:
-        repo = tmp_path / name
-        shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-        for f in ("dvc.yaml", ".gitignore", ".dvcignore"):
-            if (ROOT / f).exists():
-                shutil.copy(ROOT / f, repo / f)
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        run(["git", "init", "-q", "-b", "main"], repo)
-        run(["git", "config", "user.email", "test@convpipe.invalid"], repo)
-        run(["git", "config", "user.name", "convpipe test"], repo)
-        run([str(BIN / "dvc"), "init", "-q"], repo)
-        run([str(BIN / "dvc"), "config", "core.autostage", "true"], repo)
-        run(["git", "add", "-A"], repo)
-        run(["git", "commit", "-q", "-m", "init"], repo)
-        return repo
+        return sandbox.make_repo(tmp_path / name, params)
 
     return make
 

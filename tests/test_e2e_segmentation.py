@@ -10,8 +10,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import project_params, tiny
 from mlflow.tracking import MlflowClient
+
+from tests.conftest import project_params, tiny
 
 EVALUATE_OUTS = ("metrics.json", "confusion.json", "confusion.png", "roc.png", "shift.png", "overlays.png")
 
