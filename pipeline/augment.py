@@ -90,12 +90,21 @@ def _augment_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
     out_m = None if masks is None else np.empty_like(masks)
     for i in range(len(images)):
         if masks is None:
-            out_x[i] = _keep_channels(compose(image=images[i])["image"], images[i], dataset)
+            out_x[i] = _keep_channels(_transform(compose, images[i]), images[i], dataset)
         else:
             res = compose(image=images[i], mask=masks[i])
             out_x[i] = _keep_channels(res["image"], images[i], dataset)
             out_m[i] = res["mask"].reshape(masks[i].shape)
     return out_x, out_m
+
+
+def _transform(compose: A.Compose, sample: np.ndarray) -> np.ndarray:
+    """One augmented sample: an image, a sequence (as a one-pixel-wide image) or a video."""
+    if sample.ndim == 4:  # frames, h, w, c: one draw of every transform for all the frames
+        return np.asarray(compose(images=sample)["images"])
+    if sample.ndim == 2:  # length, c
+        return compose(image=sample[:, None, :])["image"]
+    return compose(image=sample)["image"]
 
 
 def _keep_channels(result: np.ndarray, original: np.ndarray, dataset: str) -> np.ndarray:

@@ -32,16 +32,23 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Seque
     return out
 
 
-def shift_images(x: np.ndarray, pixels: int) -> np.ndarray:
-    """Move images right and down by `pixels`; the uncovered border repeats the edge rows/columns.
+# The axes a translation moves, by the rank of a batch (channels last): a sequence along its
+# length, an image right and down, a video right and down in every frame (never in time).
+SHIFT_AXES = {3: (1,), 4: (1, 2), 5: (2, 3)}
 
-    Edge repetition keeps the background's statistics, so only the figure's position changes.
+
+def shift_images(x: np.ndarray, pixels: int) -> np.ndarray:
+    """Move images right and down by `pixels` (sequences along, videos within each frame).
+
+    The uncovered border repeats the edge rows/columns: that keeps the background's statistics,
+    so only the figure's position changes.
     """
-    if pixels == 0:
-        return np.asarray(x)
     x = np.asarray(x)
-    pad = [(0, 0), (pixels, 0), (pixels, 0)] + [(0, 0)] * (x.ndim - 3)
-    return np.pad(x, pad, mode="edge")[:, : x.shape[1], : x.shape[2]]
+    if pixels == 0:
+        return x
+    axes = SHIFT_AXES[x.ndim]
+    pad = [(pixels, 0) if a in axes else (0, 0) for a in range(x.ndim)]
+    return np.pad(x, pad, mode="edge")[tuple(slice(0, n) for n in x.shape)]
 
 
 def shift_robustness(

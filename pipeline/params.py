@@ -20,6 +20,8 @@ from pipeline.errors import UserError, choices_hint, closest
 PARAMS_FILE = "params.yaml"
 SHAPE_CLASSES = ("angle", "line", "cross", "ring", "noise")
 TRACK_CLASSES = ("background", "muon", "alpha", "beta")  # mask values 0..3 of the tracks source
+SPECTRA_CLASSES = ("peak", "doublet", "broad", "shoulder", "edge")
+MOTION_CLASSES = ("left", "right", "up", "down")
 Fraction = typing.Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
@@ -49,16 +51,28 @@ class Tracking(Strict):
 # ---------------------------------------------------------------- datasets
 
 
-class DatasetBase(Strict):
-    image_size: int = Field(32, ge=8, le=1024)
+class Splits(Strict):
+    """What every dataset has, images or not: how it is split."""
+
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.15
 
     @model_validator(mode="after")
-    def _train_left(self) -> DatasetBase:
+    def _train_left(self) -> Splits:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 0.1 for training")
         return self
+
+    def spatial_dims(self) -> int | None:
+        """1 for sequences, 2 for images, 3 for videos; None where a source does not say."""
+        return None
+
+
+class DatasetBase(Splits):
+    image_size: int = Field(32, ge=8, le=1024)
+
+    def spatial_dims(self) -> int | None:
+        return 2
 
 
 class ShapesDataset(DatasetBase):
@@ -161,13 +175,60 @@ class TracksDataset(DatasetBase):
         return self
 
 
-DATASET_SOURCES: dict[str, type[DatasetBase]] = {
+class SpectraDataset(Splits):
+    """Our seeded 1D generator: histograms (counts per bin) whose peaks tell the classes apart."""
+
+    source: Literal["spectra"]
+    classes: list[Literal["peak", "doublet", "broad", "shoulder", "edge"]] = list(SPECTRA_CLASSES)
+    per_class: int = Field(300, ge=4, le=1_000_000)
+    length: int = Field(128, ge=32, le=65_536)
+    counts: int = Field(120, ge=5, le=255)
+
+    def spatial_dims(self) -> int | None:
+        return 1
+
+    @model_validator(mode="after")
+    def _classes_ok(self) -> SpectraDataset:
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError("classes must name at least two different classes")
+        return self
+
+
+class MotionDataset(DatasetBase):
+    """Our seeded video generator: a blob moving in one direction, the class; no frame alone shows it."""
+
+    source: Literal["motion"]
+    image_size: int = Field(16, ge=8, le=512)
+    classes: list[Literal["left", "right", "up", "down"]] = list(MOTION_CLASSES)
+    per_class: int = Field(250, ge=4, le=1_000_000)
+    frames: int = Field(8, ge=2, le=256)
+    speed: float = Field(1.5, gt=0.0, le=16.0)
+    noise: float = Field(0.1, ge=0.0, le=0.5)
+    frame: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _classes_ok(self) -> MotionDataset:
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ValueError("classes must name at least two different classes")
+        if self.frame is not None and self.frame >= self.frames:
+            raise ValueError(
+                f"frame {self.frame} is not one of the {self.frames} frames (0..{self.frames - 1})"
+            )
+        return self
+
+    def spatial_dims(self) -> int | None:
+        return 3 if self.frame is None else 2
+
+
+DATASET_SOURCES: dict[str, type[Splits]] = {
     "shapes": ShapesDataset,
     "folder": FolderDataset,
     "tracks": TracksDataset,
     "seg_folder": SegFolderDataset,
+    "spectra": SpectraDataset,
+    "motion": MotionDataset,
 }
-Dataset = ShapesDataset | FolderDataset | TracksDataset | SegFolderDataset
+Dataset = ShapesDataset | FolderDataset | TracksDataset | SegFolderDataset | SpectraDataset | MotionDataset
 
 
 # ---------------------------------------------------------------- augmentation
@@ -227,6 +288,7 @@ class CnnParams(TrainParams):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     head: Literal["global_avg", "global_max", "flatten"] = "global_avg"
     dense: list[typing.Annotated[int, Field(ge=1)]] = []
+    dims: Literal[1, 2, 3] = 2
 
 
 class SegmentationParams(TrainParams):
@@ -273,6 +335,18 @@ def arch_kwargs(model: TrainParams) -> dict[str, Any]:
     return {k: v for k, v in model.model_dump().items() if k not in shared.model_fields}
 
 
+# ---------------------------------------------------------------- the lecture's figures
+
+
+class Lecture(Strict):
+    """Figures of the lecture in reports/lecture/; a model set to null (the default) skips its figure."""
+
+    filter_model: str | None = None
+    feature_model: str | None = None
+    feature_images: int = Field(3, ge=1, le=16)
+    feature_channels: int = Field(8, ge=1, le=64)
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -283,6 +357,7 @@ class Params(Strict):
     datasets: dict[str, Dataset]
     augment: dict[str, Augment] = {}
     models: dict[str, TrainParams]
+    lecture: Lecture = Lecture()
 
     @field_validator("datasets", "models")
     @classmethod
@@ -380,6 +455,8 @@ def _check_references(params: Params, source: str) -> None:
                 f"{source}: augment.{name}: missing; every dataset needs an augment entry "
                 f"(copies: 0 and transforms: [] turn augmentation off)"
             )
+    _check_dims(params, source)
+    _check_lecture(params, source)
     # Transform names and arguments are checked against albumentations by pipeline.augment.
 
 
@@ -403,13 +480,50 @@ def _check_task(name: str, model: TrainParams, ds: DatasetBase, source: str) -> 
             )
 
 
+def _check_dims(params: Params, source: str) -> None:
+    """A model's convolutions must have as many spatial axes as its dataset's rows."""
+    kinds = {1: "sequences", 2: "images", 3: "videos"}
+    for name, model in params.models.items():
+        data = params.datasets[model.dataset].spatial_dims()
+        wanted = getattr(model, "dims", 2 if model.architecture == "filter_net" else None)
+        if data is None or wanted is None or data == wanted:
+            continue
+        if model.architecture == "filter_net":
+            raise UserError(
+                f"{source}: models.{name}.architecture: filter_net scans images, but "
+                f"datasets.{model.dataset} holds {kinds[data]}; use a cnn with dims: {data}"
+            )
+        raise UserError(
+            f"{source}: models.{name}.dims: {wanted}, but datasets.{model.dataset} holds {kinds[data]}; "
+            f"set dims: {data}"
+        )
+
+
+def _check_lecture(params: Params, source: str) -> None:
+    """The lecture's figures need a filter_net (one 2D filter) and a 2D cnn (image feature maps)."""
+    wanted = {"filter_model": ("filter_net", "a filter_net"), "feature_model": ("cnn", "a 2D cnn")}
+    for key, (architecture, description) in wanted.items():
+        name = getattr(params.lecture, key)
+        fits = [
+            n
+            for n, m in params.models.items()
+            if m.architecture == architecture and getattr(m, "dims", 2) == 2
+        ]
+        if name is not None and name not in fits:
+            raise UserError(
+                f"{source}: lecture.{key}: '{name}' is not {description} in models; "
+                f"valid: {', '.join(fits) or '(none)'}, or null to skip this figure"
+            )
+
+
 def _describe(exc: ValidationError, root: type[BaseModel], prefix: tuple, source: str) -> str:
     """One line for the first error: the dotted key, what is wrong, and what would be valid."""
     errors = exc.errors()
     err = errors[0]
     loc = tuple(str(p) for p in err["loc"])
     # Pydantic puts the chosen union member's name into the path; users never wrote it.
-    loc = tuple(p for p in loc if p not in ("ShapesDataset", "FolderDataset") and "[" not in p)
+    kinds = {c.__name__ for c in DATASET_SOURCES.values()}
+    loc = tuple(p for p in loc if p not in kinds and "[" not in p)
     key = ".".join(prefix + loc)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if err["type"] == "extra_forbidden":

@@ -166,3 +166,90 @@ def overlay_legend(classes: Sequence[str], background: int | None) -> str:
     """'muon red, alpha blue, beta green': which colour paints which class."""
     colours = _colour_of(len(classes), background)
     return ", ".join(f"{name} {colour[0]}" for name, colour in zip(classes, colours, strict=True) if colour)
+
+
+def filter_comparison(
+    kernels: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray],
+    labels: np.ndarray,
+    classes: Sequence[str],
+    titles: Sequence[str],
+    path: Path,
+) -> None:
+    """One row per filter: its kernel as an image, then its score's histogram for each class."""
+    fig, axes = plt.subplots(len(kernels), 2, figsize=(9, 3.2 * len(kernels)), squeeze=False)
+    labels = np.asarray(labels)
+    for (ax_k, ax_h), kernel, score, title in zip(axes, kernels, scores, titles, strict=True):
+        kernel = np.asarray(kernel)
+        top = float(np.abs(kernel).max()) or 1.0
+        ax_k.imshow(kernel, cmap="RdBu_r", vmin=-top, vmax=top)
+        for (i, j), v in np.ndenumerate(kernel):
+            color = "white" if abs(v) > 0.6 * top else "black"
+            ax_k.text(
+                j,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=7 if kernel.shape[0] > 3 else 9,
+            )
+        ax_k.set_xticks([])
+        ax_k.set_yticks([])
+        ax_k.set_title(f"{kernel.shape[0]}x{kernel.shape[1]} kernel (red +, blue -)", fontsize=9)
+        bins = np.linspace(float(np.min(score)), float(np.max(score)), 40)
+        for c, name in enumerate(classes):
+            ax_h.hist(score[labels == c], bins=bins, alpha=0.6, label=name)
+        ax_h.set_xlabel("max over the image of conv2D(image, kernel)")
+        ax_h.set_ylabel("test images")
+        ax_h.set_title(title, fontsize=10)
+        ax_h.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def sample_grid(
+    rows: Sequence[np.ndarray], path: Path, row_titles: Sequence[str] = (), title: str = ""
+) -> None:
+    """Rows of data samples (channels last), drawn as what they are.
+
+    Images (h, w, c) go to `image_grid`; videos (frames, h, w, c) too, one row of frames each;
+    sequences (length, c) are drawn as curves, one per channel.
+    """
+    rank = np.asarray(rows[0]).ndim - 1  # rows are batches of samples
+    if rank == 3:
+        image_grid(rows, path, row_titles, title)
+        return
+    if rank == 4:  # one row of frames per video
+        videos = [
+            (f"{t}: {i}" if t else "", v)
+            for r, t in zip(rows, _pad(row_titles, len(rows)), strict=True)
+            for i, v in enumerate(np.asarray(r))
+        ]
+        image_grid([v for _, v in videos], path, [t for t, _ in videos], title)
+        return
+    if rank != 2:
+        raise ValueError(
+            f"samples of shape {np.asarray(rows[0]).shape[1:]}: expected sequences, images or videos"
+        )
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.8 * n_cols, 1.3 * n_rows + 0.4), squeeze=False)
+    for r, samples in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(samples):
+                ax.plot(np.asarray(samples[c], dtype=float), linewidth=0.8)
+            else:
+                ax.axis("off")
+        if r < len(row_titles):
+            axes[r][0].set_title(row_titles[r], fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _pad(titles: Sequence[str], n: int) -> list[str]:
+    return [*titles, *[""] * (n - len(titles))][:n]

@@ -225,3 +225,22 @@ def register_model(
         client.set_registered_model_alias(name, CHAMPION, str(version))
         return version, version
     return version, int(champion.version)
+
+
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+
+
+def run_page(tracking: Tracking, run_id: str) -> dict[str, str]:
+    """Where a person looks at a run: its MLflow UI page, the command that serves a local store's UI,
+    and for a local store the run's artifact folder (which opens without any server)."""
+    use_experiment(tracking)
+    uri = tracking_uri(tracking)
+    run = MlflowClient().get_run(run_id)
+    served = uri.startswith(("http://", "https://"))
+    ui = uri if served else DEFAULT_UI
+    page = {"ui": f"{ui.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"}
+    if not served:
+        page["serve"] = f"mlflow ui --backend-store-uri {uri}"
+    if run.info.artifact_uri.startswith("file:"):
+        page["artifacts"] = run.info.artifact_uri
+    return page

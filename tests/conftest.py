@@ -23,10 +23,19 @@ def tiny(params: dict) -> dict:
         if ds["source"] == "shapes":
             ds["per_class"] = 12
             ds["image_size"] = 16
-        if ds["source"] == "tracks":
+        elif ds["source"] == "tracks":
             ds["frames"] = 20
             ds["image_size"] = 16
             ds["val_fraction"] = ds["test_fraction"] = 0.2
+        elif ds["source"] == "spectra":
+            ds["per_class"] = 12
+            ds["length"] = 32
+        elif ds["source"] == "motion":
+            ds["per_class"] = 12
+            ds["frames"] = 4
+            ds["image_size"] = 8
+            if ds.get("frame") is not None:
+                ds["frame"] = min(ds["frame"], 3)
     for spec in p["augment"].values():
         spec["preview"] = 2
     for model in p["models"].values():
@@ -63,3 +72,17 @@ def dvc():
         return run([str(BIN / "dvc"), *args], repo, check=check, **env)
 
     return call
+
+
+def only(params: dict, *models: str) -> dict:
+    """Params trimmed to `models`, their datasets and augment entries; lecture figures of dropped
+    models are turned off, so the trimmed file stays valid."""
+    p = copy.deepcopy(params)
+    p["models"] = {m: p["models"][m] for m in models}
+    used = {spec["dataset"] for spec in p["models"].values()}
+    p["datasets"] = {d: v for d, v in p["datasets"].items() if d in used}
+    p["augment"] = {d: v for d, v in p["augment"].items() if d in used}
+    for key in ("filter_model", "feature_model"):
+        if p.get("lecture", {}).get(key) not in p["models"]:
+            p.setdefault("lecture", {})[key] = None
+    return p

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, project_params, stage_env, tiny
+from tests.conftest import ROOT, only, project_params, stage_env, tiny
 
 MIRRORED = textwrap.dedent(
     """
@@ -74,9 +74,7 @@ def test_cnn_end_to_end_on_jax(make_repo, dvc):
     pytest.importorskip("jax", reason="the optional jax extra is not installed")
     p = tiny(project_params())
     p["runtime"]["backend"] = "jax"
-    p["datasets"] = {"shapes": p["datasets"]["shapes"]}
-    p["augment"] = {"shapes": p["augment"]["shapes"]}
-    p["models"] = {"cnn": p["models"]["cnn"]}
+    p = only(p, "cnn")
     repo = make_repo(p)
     out = dvc(repo, "repro").stdout
     assert "evaluate cnn: test accuracy" in out

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import project_params, tiny
+from tests.conftest import only, project_params, tiny
 
 EVALUATE_OUTS = ("metrics.json", "confusion.json", "confusion.png", "roc.png", "shift.png", "overlays.png")
 
@@ -20,9 +20,7 @@ EVALUATE_OUTS = ("metrics.json", "confusion.json", "confusion.png", "roc.png", "
 @pytest.mark.slow
 def test_segmentation_pipeline_end_to_end(make_repo, dvc):
     params = tiny(project_params())
-    params["datasets"] = {"tracks": params["datasets"]["tracks"]}
-    params["augment"] = {"tracks": params["augment"]["tracks"]}
-    params["models"] = {"unet": params["models"]["unet"]}
+    params = only(params, "unet")
     repo = make_repo(params)
 
     dvc(repo, "repro")

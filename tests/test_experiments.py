@@ -7,14 +7,12 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import project_params, run, tiny
+from tests.conftest import only, project_params, run, tiny
 
 
 def _cnn_only() -> dict:
     p = tiny(project_params())
-    p["datasets"] = {"shapes": p["datasets"]["shapes"]}
-    p["augment"] = {"shapes": p["augment"]["shapes"]}
-    p["models"] = {"cnn": p["models"]["cnn"]}
+    p = only(p, "cnn")
     return p
 
 

@@ -11,16 +11,14 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import BIN, project_params, stage_env, tiny
+from tests.conftest import BIN, only, project_params, stage_env, tiny
 
 EPOCHS = 6
 
 
 def _one_cnn(params: dict) -> dict:
     p = tiny(params)
-    p["datasets"] = {"shapes": p["datasets"]["shapes"]}
-    p["augment"] = {"shapes": p["augment"]["shapes"]}
-    p["models"] = {"cnn": p["models"]["cnn"]}
+    p = only(p, "cnn")
     # Enough images that an epoch lasts long enough to be interrupted.
     p["datasets"]["shapes"].update(per_class=150, image_size=32)
     p["models"]["cnn"].update(epochs=EPOCHS, batch_size=8)

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import BIN, project_params, stage_env, tiny
+from tests.conftest import BIN, only, project_params, stage_env, tiny
 
 
 def _free_port() -> int:
@@ -56,9 +56,7 @@ def mlflow_server(tmp_path):
 def test_train_stage_logs_to_tracking_server(make_repo, dvc, mlflow_server):
     url, artifact_root = mlflow_server
     p = tiny(project_params())
-    p["datasets"] = {"shapes": p["datasets"]["shapes"]}
-    p["augment"] = {"shapes": p["augment"]["shapes"]}
-    p["models"] = {"cnn": p["models"]["cnn"]}
+    p = only(p, "cnn")
     p["tracking"]["uri"] = url
     repo = make_repo(p)
     dvc(repo, "repro")

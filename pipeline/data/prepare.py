@@ -14,16 +14,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data import folder, seg_folder, shapes, tracks
+from pipeline.data import folder, motion, seg_folder, shapes, spectra, tracks
 from pipeline.data.arrays import SPLITS, NpyWriter, atomic_dir, write_json
 from pipeline.data.split import stratified_split
 from pipeline.errors import UserError
 from pipeline.params import (
+    MOTION_CLASSES,
     SHAPE_CLASSES,
+    SPECTRA_CLASSES,
     Dataset,
     FolderDataset,
+    MotionDataset,
     SegFolderDataset,
     ShapesDataset,
+    SpectraDataset,
     TracksDataset,
 )
 
@@ -77,6 +81,52 @@ def shapes_source(ds: ShapesDataset, seed: int) -> Source:
         json.dumps([ds.model_dump(), seed, shapes.GENERATOR_VERSION], sort_keys=True).encode()
     )
     return source
+
+
+def generated_source(
+    ds: Dataset,
+    seed: int,
+    all_classes: tuple[str, ...],
+    row_shape: tuple[int, ...],
+    draw: Callable[[str, np.random.Generator], np.ndarray],
+    version: int,
+) -> Source:
+    """A seeded generator's source: `per_class` rows of each class, each drawn from its own rng."""
+    classes = list(ds.classes)
+    plan = [(label, kind, i) for label, kind in enumerate(classes) for i in range(ds.per_class)]
+
+    def load(k: int) -> np.ndarray:
+        _, kind, i = plan[k]
+        return draw(kind, np.random.default_rng([seed, all_classes.index(kind), i])).reshape(row_shape)
+
+    source = Source(
+        classes=classes,
+        labels=[label for label, _, _ in plan],
+        row_shape=row_shape,
+        load=load,
+        describe=lambda k: f"{plan[k][1]}#{plan[k][2]}",
+    )
+    source.hasher.update(json.dumps([ds.model_dump(), seed, version], sort_keys=True).encode())
+    return source
+
+
+def spectra_source(ds: SpectraDataset, seed: int) -> Source:
+    def draw(kind: str, rng: np.random.Generator) -> np.ndarray:
+        return spectra.render(kind, rng, ds.length, ds.counts)
+
+    return generated_source(ds, seed, SPECTRA_CLASSES, (ds.length, 1), draw, spectra.GENERATOR_VERSION)
+
+
+def motion_source(ds: MotionDataset, seed: int) -> Source:
+    """Whole videos (frames, h, w, 1), or with `frame: k` only frame k of the very same videos (h, w, 1)."""
+
+    def draw(kind: str, rng: np.random.Generator) -> np.ndarray:
+        video = motion.render(kind, rng, ds.frames, ds.image_size, ds.speed, ds.noise)
+        return video if ds.frame is None else video[ds.frame]
+
+    size = (ds.image_size, ds.image_size, 1)
+    shape = size if ds.frame is not None else (ds.frames, *size)
+    return generated_source(ds, seed, MOTION_CLASSES, shape, draw, motion.GENERATOR_VERSION)
 
 
 def folder_source(ds: FolderDataset) -> Source:
@@ -180,6 +230,10 @@ def make_source(ds: Dataset, seed: int, name: str = "") -> Source:
         return tracks_source(ds, seed)
     if isinstance(ds, SegFolderDataset):
         return seg_folder_source(ds, name)
+    if isinstance(ds, SpectraDataset):
+        return spectra_source(ds, seed)
+    if isinstance(ds, MotionDataset):
+        return motion_source(ds, seed)
     return folder_source(ds)
 
 

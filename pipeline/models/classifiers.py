@@ -9,6 +9,16 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from pipeline.errors import UserError
+
+# Convolution, pooling and global poolings of each number of spatial dimensions.
+CONV_LAYERS = {
+    1: (layers.Conv1D, layers.MaxPooling1D, layers.GlobalAveragePooling1D, layers.GlobalMaxPooling1D),
+    2: (layers.Conv2D, layers.MaxPooling2D, layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D),
+    3: (layers.Conv3D, layers.MaxPooling3D, layers.GlobalAveragePooling3D, layers.GlobalMaxPooling3D),
+}
+DIMS_AXES = {1: "length, channels", 2: "height, width, channels", 3: "frames, height, width, channels"}
+
 
 def classifier_head(x, num_classes: int):
     """The output layer; float32 even under mixed precision, for a stable loss."""
@@ -24,6 +34,11 @@ def _inputs(input_shape):
 
 def filter_net(input_shape, num_classes: int, kernel_size: int = 3) -> keras.Model:
     """The lecture's trainable filter: one k x k filter, global max pooling, one dense unit."""
+    if len(input_shape) != 3:
+        raise UserError(
+            f"filter_net scans images (height, width, channels); the dataset's rows have shape "
+            f"{tuple(input_shape)}: use a cnn with dims: {len(input_shape) - 1} instead"
+        )
     inputs, x = _inputs(input_shape)
     x = layers.Conv2D(1, kernel_size, padding="valid", name="filter")(x)
     x = layers.GlobalMaxPooling2D(name="max_response")(x)
@@ -53,22 +68,35 @@ def cnn(
     dropout: float = 0.0,
     head: str = "global_avg",
     dense=(),
+    dims: int = 2,
 ) -> keras.Model:
-    """Blocks of Conv2D -> (BatchNorm) -> ReLU -> MaxPool, then a pooled or flattened dense head."""
+    """Blocks of Conv -> (BatchNorm) -> ReLU -> MaxPool, then a pooled or flattened dense head.
+
+    `dims` picks 1D (sequences: length x channels), 2D (images) or 3D (videos or volumes:
+    frames x height x width x channels) convolution and pooling.
+    """
+    if dims not in CONV_LAYERS:
+        raise ValueError(f"dims must be one of {sorted(CONV_LAYERS)}, got {dims!r}")
+    if len(input_shape) != dims + 1:
+        raise UserError(
+            f"models.*.dims: a {dims}D cnn takes inputs of {dims + 1} axes ({DIMS_AXES[dims]}), "
+            f"but the dataset's rows have shape {tuple(input_shape)}; set dims: {len(input_shape) - 1}"
+        )
+    conv, pool, global_avg, global_max = CONV_LAYERS[dims]
     inputs, x = _inputs(input_shape)
     for i, f in enumerate(filters):
-        x = layers.Conv2D(
+        x = conv(
             f, kernel_size, strides=strides, padding=padding, use_bias=not batch_norm, name=f"block{i}_conv"
         )(x)
         if batch_norm:
             x = layers.BatchNormalization(name=f"block{i}_bn")(x)
         x = layers.Activation("relu", name=f"block{i}_relu")(x)
         if pool_size > 1:
-            x = layers.MaxPooling2D(pool_size, padding="same", name=f"block{i}_pool")(x)
+            x = pool(pool_size, padding="same", name=f"block{i}_pool")(x)
     if head == "global_avg":
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = global_avg(name="pool")(x)
     elif head == "global_max":
-        x = layers.GlobalMaxPooling2D(name="pool")(x)
+        x = global_max(name="pool")(x)
     else:
         x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(dense):

@@ -50,7 +50,7 @@ def main() -> None:
         for copy in range(1, min(spec.copies, 3) + 1):
             rows.append(shown(copy * len(x)))
             titles.append(f"augmented copy {copy}")
-        plots.image_grid(rows, args.preview, titles, title=f"augment {args.name}")
+        plots.sample_grid(rows, args.preview, titles, title=f"augment {args.name}")
     print(f"augment {args.name}: {len(x)} -> {len(aug_x)} training images in {args.out}")
 
 
