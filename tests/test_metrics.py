@@ -60,11 +60,11 @@ def test_shift_moves_a_bright_pixel_by_exactly_n_and_keeps_the_shape():
 
 
 def test_shift_repeats_the_edge_rows_and_columns():
-    x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)  # works without a channel axis too
-    s = metrics.shift_images(x, 1)[0]
+    x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1)
+    s = metrics.shift_images(x, 1)[0, ..., 0]
     assert s[0].tolist() == [0, 0, 1, 2]  # top row: the original first row, moved right
     assert s[:, 0].tolist() == [0, 0, 4, 8]
-    np.testing.assert_array_equal(s[1:, 1:], x[0, :3, :3])
+    np.testing.assert_array_equal(s[1:, 1:], x[0, :3, :3, 0])
 
 
 def test_shift_robustness_by_hand():

@@ -17,7 +17,7 @@ from pipeline.data.arrays import SPLITS
 from pipeline.data.prepare import prepare
 from pipeline.data.split import stratified_split
 from pipeline.params import ShapesDataset
-from tests.conftest import ROOT, project_params, tiny
+from tests.conftest import ROOT, only, project_params, tiny
 
 
 def test_split_proportions_per_class():
@@ -113,7 +113,7 @@ def test_failed_prepare_stage_leaves_no_output(tmp_path):
         (tmp_path / f"images/cats/{i}.pgm").write_bytes(b"P5 2 2 255\n" + bytes([i, 50, 100, 200]))
         (tmp_path / "images/dogs").mkdir(parents=True, exist_ok=True)
         (tmp_path / f"images/dogs/{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    params = tiny(project_params())
+    params = only(tiny(project_params()), "mlp")
     params["datasets"] = {"pets": {"source": "folder", "path": "images", "image_size": 8}}
     params["augment"] = {"pets": {"copies": 0, "transforms": []}}
     params["models"] = {"m": {"dataset": "pets", "architecture": "mlp"}}
