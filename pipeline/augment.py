@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call at import
 import albumentations as A
+from pydantic import ValidationError
 
 from pipeline.errors import UserError, choices_hint
 from pipeline.params import Augment, Transform
@@ -51,7 +52,16 @@ def build_transform(t: Transform, where: str) -> A.BasicTransform:
             )
     try:
         return cls(p=t.p, **t.args)
-    except Exception as exc:  # albumentations validates with pydantic and plain ValueErrors alike
+    except Exception as exc:  # albumentations re-raises its pydantic ValidationError as a ValueError
+        cause = exc.__cause__
+        if isinstance(cause, ValidationError) and cause.errors():
+            # Name the argument and keep pydantic's message, not its multi-line dump.
+            err = cause.errors()[0]
+            arg = f".{err['loc'][0]}" if err["loc"] else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            raise UserError(
+                f"{where}.args{arg}: invalid for {t.name}: {msg} (got {err['input']!r})"
+            ) from None
         detail = " ".join(str(exc).split())
         raise UserError(f"{where}.args: invalid for {t.name}: {detail}") from None
 
@@ -80,10 +90,10 @@ def _augment_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
     out_m = None if masks is None else np.empty_like(masks)
     for i in range(len(images)):
         if masks is None:
-            out_x[i] = _keep_channels(_transform(compose, images[i]), images[i])
+            out_x[i] = _keep_channels(_transform(compose, images[i]), images[i], dataset)
         else:
             res = compose(image=images[i], mask=masks[i])
-            out_x[i] = _keep_channels(res["image"], images[i])
+            out_x[i] = _keep_channels(res["image"], images[i], dataset)
             out_m[i] = res["mask"].reshape(masks[i].shape)
     return out_x, out_m
 
@@ -97,7 +107,15 @@ def _transform(compose: A.Compose, sample: np.ndarray) -> np.ndarray:
     return compose(image=sample)["image"]
 
 
-def _keep_channels(result: np.ndarray, original: np.ndarray) -> np.ndarray:
+def _keep_channels(result: np.ndarray, original: np.ndarray, dataset: str) -> np.ndarray:
+    # Copies join the originals in one uint8 array: a crop, resize or ToFloat would not fit into it
+    # (a float in 0..1 would even be cast to 0 without a word).
+    if result.size != original.size or result.dtype != original.dtype:
+        raise UserError(
+            f"augment.{dataset}.transforms: they turn a {original.shape} {original.dtype} image into "
+            f"{result.shape} {result.dtype}; augmented copies must keep the size, channels and uint8 "
+            f"(scaling happens inside the model)"
+        )
     # Some transforms drop a trailing channel axis of 1 on grayscale images.
     return result.reshape(original.shape)
 

@@ -127,9 +127,8 @@ def test_report_holds_every_model_figure_and_run(outputs, tmp_path):
     text = page.read_text(encoding="utf-8")
     anchors = [s.anchor for s in sections]
     assert [a for a in anchors if a.startswith("model-")] == [f"model-{m}" for m in p.models]
-    assert (
-        "lecture" in anchors and "other-gan_samples" in anchors
-    )  # figures of stages this page does not know
+    # figures of stages this page does not know
+    assert "lecture" in anchors and "other-gan_samples" in anchors
     for name, run_id in run_ids.items():
         assert f'id="model-{name}"' in text
         assert f"/runs/{run_id}" in text  # the MLflow UI link of the run that trained this very model file

@@ -60,7 +60,11 @@ class NpyWriter:
 def read_npy_shape(path: Path) -> tuple[int, ...]:
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        shape, _, _ = np.lib.format._read_array_header(f, version)  # header only, no data
+        # Header only, no data; the public readers (numpy 2 has no _read_array_header any more).
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, _ = read(f)
     return tuple(shape)
 
 

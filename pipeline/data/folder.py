@@ -32,6 +32,12 @@ def scan(root: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[i
     missing = [c for c in classes if c not in found]
     if missing:
         raise UserError(f"{root}: no folder for class(es) {missing}; found: {', '.join(found)}")
+    if len(set(classes)) < 2 or len(set(classes)) != len(classes):
+        # One class is nothing to classify (its model would be a constant); a repeat would count twice.
+        raise UserError(
+            f"{root}: classes {classes}: need at least two different classes (datasets.*.classes); "
+            f"found: {', '.join(found)}"
+        )
     items = []
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -48,7 +54,7 @@ def read_image(data: bytes, size: int, channels: int, resize: str) -> np.ndarray
         img.load()
     except UnidentifiedImageError:
         raise SkipImage("not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise SkipImage(f"corrupt image: {exc}") from None
     img = _to_8bit(img)
     img = img.convert("L" if channels == 1 else "RGB")
@@ -62,6 +68,8 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F" and arr.max() <= 1.0:
+            top = 1.0  # float images are usually 0..1; 0..255 would turn them black
         return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.draw import circle_perimeter, line
 
-GENERATOR_VERSION = 1  # bump when drawing changes, so the source hash changes with it
+GENERATOR_VERSION = 2  # bump when drawing changes, so the source hash changes with it
+LONGEST_OTHER_SLASH = 4  # '/' runs of every class but `angle` are cut to at most this many pixels
 
 # Row/column steps of the stroke directions; rows grow downwards.
 SLASH = (-1, 1)  # '/': up and to the right
@@ -34,9 +35,28 @@ def render(
     width = int(rng.integers(1, max_stroke + 1))
     draw = _DRAWERS[kind]
     draw(canvas, rng, size, width, intensity)
+    if kind != "angle":
+        # A ring's arc where its tangent is '/' (and any stroke thicker than 2) is a '/' run of 5+
+        # pixels: the one feature that must tell angles apart. One-pixel nicks keep that true.
+        pos = slash_runs(canvas > 0)
+        canvas[(pos > 0) & (pos % (LONGEST_OTHER_SLASH + 1) == 0)] = 0.0
     background = rng.uniform(0.0, 0.15)
     img = np.maximum(canvas, background) + rng.normal(0.0, noise, canvas.shape)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def slash_runs(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's position (1, 2, ...) along its '/' run, counted from the run's lower-left end; 0 off it.
+
+    Zeroing the pixels at positions k+1, 2(k+1), ... splits every run into pieces of at most k.
+    """
+    n_rows = mask.shape[0]
+    pos = np.zeros(mask.shape, np.int32)
+    pos[-1] = mask[-1]
+    for r in range(n_rows - 2, -1, -1):
+        pos[r, 0] = mask[r, 0]
+        pos[r, 1:] = mask[r, 1:] * (pos[r + 1, :-1] + 1)
+    return pos
 
 
 def _stroke(
