@@ -24,6 +24,7 @@ def bench_params(cfg: Config) -> dict:
         p["datasets"] = {"shapes": p["datasets"]["shapes"]}
         p["augment"] = {"shapes": p["augment"]["shapes"]}
         p["models"] = {"cnn": p["models"]["cnn"]}
+        p["lecture"]["filter_model"] = None  # its filter_net is not among the models kept
         for ds in p["datasets"].values():
             ds["per_class"], ds["image_size"] = 12, 16
         for spec in p["augment"].values():
