@@ -10,15 +10,14 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import project_params, tiny
+from tests.conftest import only, project_params, tiny
 
 
 def faces_only(params: dict) -> dict:
     """The project's faces dataset and its pretrained transfer model, shrunk to seconds."""
-    p = tiny(params)
-    p["datasets"] = {"faces": p["datasets"]["faces"]}
-    p["augment"] = {"faces": {**p["augment"]["faces"], "copies": 1}}
-    p["models"] = {k: v for k, v in p["models"].items() if v.get("weights") == "imagenet"}
+    pretrained = [k for k, v in params["models"].items() if v.get("weights") == "imagenet"]
+    p = only(tiny(params), *pretrained)
+    p["augment"]["faces"]["copies"] = 1
     for model in p["models"].values():
         model.update(fine_tune_layers=2)  # tiny() already set input_size 32 and one epoch per phase
     return p
