@@ -67,17 +67,20 @@ def main() -> None:
     plots.confusion_matrix(scores["confusion_matrix"], classes, args.reports / "confusion.png", title)
     plots.roc_curves(y, proba, classes, args.reports / "roc.png", title)
     plots.shift_curve(shift, args.reports / "shift.png", f"{args.name}: translation test")
-    # Test images captioned true -> predicted, mistakes first (stable sort keeps the split's order).
+    # Test samples captioned true -> predicted, mistakes first (stable sort keeps the split's order).
     shown = np.argsort(pred == y, kind="stable")[:16]
-    plots.image_grid(
-        [np.asarray(x[shown[:8]]), np.asarray(x[shown[8:]])],
-        args.reports / "overlays.png",
-        title=f"{args.name}: test images, true -> predicted",
-        image_titles=[
-            [f"{classes[int(y[i])]} -> {classes[int(pred[i])]}" for i in row]
-            for row in (shown[:8], shown[8:])
-        ],
-    )
+    captions = [f"{classes[int(y[i])]} -> {classes[int(pred[i])]}" for i in shown]
+    overlay_title = f"{args.name}: test samples, true -> predicted"
+    if np.asarray(x[:1]).ndim == 4:  # images: two rows of eight
+        plots.image_grid(
+            [np.asarray(x[shown[:8]]), np.asarray(x[shown[8:]])],
+            args.reports / "overlays.png",
+            title=overlay_title,
+            image_titles=[captions[:8], captions[8:]],
+        )
+    else:  # sequences and videos: one sample a row, drawn as what it is
+        rows = [np.asarray(x[[i]]) for i in shown[:6]]
+        plots.sample_grid(rows, args.reports / "overlays.png", captions[:6], overlay_title)
 
     flat = {f"test_{k}": v for k, v in summary.items() if isinstance(v, int | float)}
     flat.update({f"test_shift_{s}_accuracy": v for s, v in shift.items()})
