@@ -179,11 +179,16 @@ class BestAndResume(keras.callbacks.Callback):
         return {k: [row.get(k, math.nan) for row in self.history] for k in keys}
 
 
-def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (n, num_classes), also for a single-sigmoid binary model."""
+def predict_outputs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs for every row of `x`, read batch by batch."""
     # predict() rather than predict_on_batch(): only the former splits batches across replicas.
     batches = ArrayBatches(x, None, batch_size, shuffle=False, seed=0, num_classes=0)
-    p = np.asarray(model.predict(batches, verbose=0)).astype("float64")
+    return np.asarray(model.predict(batches, verbose=0))
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (n, num_classes), also for a single-sigmoid binary model."""
+    p = predict_outputs(model, x, batch_size).astype("float64")
     if p.shape[1] == 1:
         p = np.concatenate([1.0 - p, p], axis=1)
     return p

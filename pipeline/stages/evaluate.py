@@ -133,13 +133,14 @@ def evaluate_segmentation(
     """
     from pipeline import metrics, plots, segmentation
     from pipeline.data.arrays import write_json
+    from pipeline.training import predict_outputs
 
     classes, background = manifest["classes"], manifest["background"]
     fg = segmentation.foreground_ids(classes, background)
     bg = classes.index(background) if background is not None else None
 
     def predict(images: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict_on_batch(np.asarray(images)))
+        return predict_outputs(model, np.asarray(images))
 
     scores = segmentation.evaluate(predict, x, y, classes, background, p.min_component)
     shift = {
