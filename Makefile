@@ -19,10 +19,12 @@ $(STAMP): requirements.lock
 repro: venv
 	dvc repro
 
+# pytest: one worker per core (at most 4), whole files per worker: the slow end-to-end tests are
+# chains of mostly single-threaded processes (dvc, TensorFlow start-up), so two of them share two cores well.
 test: venv
 	ruff check .
 	ruff format --check .
-	pytest
+	pytest -n auto --maxprocesses 4 --dist loadfile
 
 # Benchmarks (pipeline overhead, data stages at scale, augmentation, backends): reports/benchmarks.md.
 bench: venv

@@ -1,4 +1,9 @@
-"""End to end: dvc repro in a temporary git repository, read back through DVC and the MLflow client."""
+"""End to end on one tiny classification pipeline: `dvc repro` in a temporary git repository, read
+back through DVC, MLflow and Chromium; then what a user does next: rerun, edit, force, push, queue.
+
+The repository is built and reproduced once for this module (each `dvc repro` of it means minutes of
+processes importing TensorFlow); every test leaves it as it found it, apart from git commits.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import hashlib
 import json
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,13 +19,42 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import only, project_params, run, tiny
+from pipeline import sandbox
+from tests.chromium import CHROMIUM, render_in_chromium
+from tests.conftest import BIN, only, project_params, run, tiny
 
-MODELS = ("mlp", "cnn")  # two models on one dataset: enough to see that editing one reruns it alone
+pytestmark = pytest.mark.slow
+
+# Two models on one dataset (editing one must rerun it alone) and the lecture's filter_net on a second
+# dataset, so that the lecture and report stages have every figure to draw.
+MODELS = ("filter_net", "mlp", "cnn")
+DATASETS = ("angle_vs_rest", "shapes")
 
 
-def e2e_params() -> dict:
-    return only(tiny(project_params()), *MODELS)
+@dataclass
+class Reproduced:
+    repo: Path
+    params: dict
+    stdout: str  # of the first `dvc repro`
+
+    def dvc(self, *args: str, repo: Path | None = None) -> str:
+        return run([str(BIN / "dvc"), *args], repo or self.repo).stdout
+
+    def commit(self, message: str) -> None:
+        run(["git", "add", "-A"], self.repo)
+        if run(["git", "status", "--porcelain"], self.repo).stdout.strip():
+            run(["git", "commit", "-q", "-m", message], self.repo)
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=f"sqlite:///{self.repo / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> Reproduced:
+    params = only(tiny(project_params()), *MODELS)
+    params["lecture"].update(feature_images=2, feature_channels=4)
+    repo = sandbox.make_repo(tmp_path_factory.mktemp("e2e") / "repo", params)
+    return Reproduced(repo, params, run([str(BIN / "dvc"), "repro"], repo).stdout)
 
 
 def per_key(stages) -> set[str]:
@@ -33,22 +68,17 @@ def weights(keras_file: Path) -> str:
         return hashlib.md5(z.read("model.weights.h5")).hexdigest()
 
 
-@pytest.mark.slow
-def test_repro_tracks_every_model_and_reruns_only_what_changed(make_repo, dvc):
-    params = e2e_params()
-    repo = make_repo(params)
-    repro = dvc(repo, "repro")
+def test_repro_runs_every_stage_and_writes_every_output(reproduced):
+    repo = reproduced.repo
     stages = {
-        "prepare@shapes",
-        "augment@shapes",
+        *(f"{s}@{d}" for s in ("prepare", "augment") for d in DATASETS),
         *(f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS),
     }
-    ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
-    assert per_key(ran) == stages
-
+    ran = set(re.findall(r"Running stage '([^']+)'", reproduced.stdout))
+    assert per_key(ran) == stages and {"import_weights", "lecture", "report"} <= ran
     # Every output the lock file records exists, and the ones the issue names among them.
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert per_key(lock["stages"]) == stages and set(lock["stages"]) == ran
+    assert set(lock["stages"]) == ran
     outs = {o["path"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
     assert all((repo / path).exists() for path in outs), [p for p in outs if not (repo / p).exists()]
     expected = {"data/prepared/shapes", "data/augmented/shapes", "reports/shapes/augment_preview.png"}
@@ -61,31 +91,36 @@ def test_repro_tracks_every_model_and_reruns_only_what_changed(make_repo, dvc):
     assert (repo / "data/models/cnn/model.keras").is_file()
     assert not list(repo.glob("data/**/*.partial")), "scratch folders must not outlive a stage"
 
-    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    shown = json.loads(reproduced.dvc("metrics", "show", "--json"))
     [files] = [rev["data"] for rev in shown.values()]  # one revision: the workspace
-    accuracy = {}
     for m in MODELS:
         reported = json.loads((repo / f"reports/{m}/metrics.json").read_text())
-        accuracy[m] = files[f"reports/{m}/metrics.json"]["data"]["accuracy"]
-        assert accuracy[m] == reported["accuracy"] and 0.0 <= accuracy[m] <= 1.0
+        accuracy = files[f"reports/{m}/metrics.json"]["data"]["accuracy"]
+        assert accuracy == reported["accuracy"] and 0.0 <= accuracy <= 1.0
 
-    again = dvc(repo, "repro")
-    assert "Running stage" not in again.stdout
-    assert "Data and pipelines are up to date." in again.stdout
 
-    # One MLflow run per model, at the repository root, with everything in that one run.
-    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+def test_second_repro_runs_nothing(reproduced):
+    again = reproduced.dvc("repro")
+    assert "Running stage" not in again
+    assert "Data and pipelines are up to date." in again
+
+
+def test_every_model_is_one_mlflow_run_holding_its_model(reproduced):
+    repo, params = reproduced.repo, reproduced.params
+    client = reproduced.client()
     experiment = client.get_experiment_by_name(params["tracking"]["experiment"])
     assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert sorted(runs) == sorted(MODELS)
     head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
-    manifest = json.loads((repo / "data/prepared/shapes/manifest.json").read_text())
     for m, r in runs.items():
+        dataset = params["models"][m]["dataset"]
+        manifest = json.loads((repo / f"data/prepared/{dataset}/manifest.json").read_text())
+        metrics = json.loads((repo / f"reports/{m}/metrics.json").read_text())
         history = client.get_metric_history(r.info.run_id, "val_loss")
         assert [h.step for h in history] == [0]  # one per epoch
         assert {"loss", "accuracy", "val_accuracy"} <= set(r.data.metrics)
-        assert r.data.metrics["test_accuracy"] == pytest.approx(accuracy[m])  # evaluate, same run
+        assert r.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])  # evaluate, same run
         assert r.data.params["model.lr"] == str(params["models"][m]["lr"])
         assert r.data.params["dataset.per_class"] == "12"
         assert r.data.tags["git_commit"] == head and r.data.tags["dataset_hash"] == manifest["source_hash"]
@@ -101,25 +136,82 @@ def test_repro_tracks_every_model_and_reruns_only_what_changed(make_repo, dvc):
             "pipeline/dvc.lock",
         }
 
-    # Editing one model's params makes only that model's stages stale.
+
+def test_report_page_shows_every_model_and_renders(reproduced, tmp_path):
+    repo = reproduced.repo
+    text = (repo / "reports" / "index.html").read_text(encoding="utf-8")
+    for name in MODELS:
+        assert re.search(rf'id="model-{name}".*?/runs/[0-9a-f]{{32}}"', text, re.S), f"no MLflow link: {name}"
+    assert 'id="lecture"' in text and "feature_maps_1.png" in text and "filters.png" in text
+    assert "confusion.png" in text and "training_curves.png" in text and "augment_preview.png" in text
+    if CHROMIUM:
+        images, loaded, broken = render_in_chromium(repo / "reports" / "index.html", tmp_path)
+        assert images == len(re.findall(r"<img ", text)) >= 10
+        assert (loaded, broken) == (images, [])
+    # Not an output of any stage, yet nothing left to do, and git is not asked to track it.
+    assert "index.html" not in run(["git", "status", "--porcelain"], repo).stdout
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["report"]["deps"]
+
+
+def test_editing_one_model_makes_only_it_stale(reproduced):
+    repo = reproduced.repo
     edited = yaml.safe_load((repo / "params.yaml").read_text())
     edited["models"]["mlp"]["lr"] = 0.002
     (repo / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
-    stale = json.loads(dvc(repo, "status", "--json").stdout)
-    assert per_key(stale) == {"train@mlp", "evaluate@mlp"}
-    run(["git", "checkout", "params.yaml"], repo)
-    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+    try:
+        stale = json.loads(reproduced.dvc("status", "--json"))
+        assert per_key(stale) == {"train@mlp", "evaluate@mlp"}
+    finally:
+        run(["git", "checkout", "params.yaml"], repo)
+    assert json.loads(reproduced.dvc("status", "--json")) == {}
 
-    # An experiment lands in the same store, as one more run named by DVC.
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "baseline"], repo)
-    exp = dvc(repo, "exp", "run", "-S", "models.cnn.epochs=2")
-    assert per_key(re.findall(r"Running stage '([^']+)'", exp.stdout)) == {"train@cnn", "evaluate@cnn"}
-    exp_name = re.search(r"Ran experiment\(s\): (\S+)", exp.stdout).group(1)
-    after = client.search_runs([experiment.experiment_id])
-    assert len(after) == len(MODELS) + 1
-    [new] = [r for r in after if r.info.run_id not in {x.info.run_id for x in runs.values()}]
-    assert new.info.run_name == "cnn" and new.data.tags["dvc_exp_name"] == exp_name
-    assert len(client.get_metric_history(new.info.run_id, "val_loss")) == 2
-    assert "test_accuracy" in new.data.metrics
-    assert not any("dvc_exp_name" in r.data.tags for r in runs.values())
+
+def test_forced_rerun_reproduces_every_output_byte_for_byte(reproduced):
+    lock = reproduced.repo / "dvc.lock"
+    first = lock.read_text()
+    reproduced.dvc("repro", "-f")
+    # dvc.lock holds the hash of every output: models, metrics, plots and data alike.
+    assert "data/models/cnn" in first
+    assert lock.read_text() == first
+
+
+def test_remote_carries_outputs_to_a_fresh_clone(reproduced, tmp_path):
+    repo = reproduced.repo
+    reproduced.dvc("remote", "add", "-d", "store", str(tmp_path / "store"))
+    reproduced.commit("pipeline run")
+    reproduced.dvc("push")
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / "data/models/cnn/model.keras").exists()
+    reproduced.dvc("pull", repo=clone)
+    assert "up to date" in reproduced.dvc("status", repo=clone)
+    for m in MODELS:
+        model = f"data/models/{m}/model.keras"
+        assert (clone / model).read_bytes() == (repo / model).read_bytes()
+    ours = json.loads(reproduced.dvc("metrics", "show", "--json"))
+    theirs = json.loads(reproduced.dvc("metrics", "show", "--json", repo=clone))
+    assert next(iter(ours.values())) == next(iter(theirs.values()))
+
+
+def test_queued_grid_logs_into_the_main_store(reproduced):
+    """`dvc exp run --queue` runs in temporary workspaces; their runs still land in this repo's store."""
+    reproduced.commit("baseline")
+    client = reproduced.client()
+    experiment = client.get_experiment_by_name("convpipe")
+    before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+
+    reproduced.dvc("exp", "run", "--queue", "-S", "models.cnn.lr=0.001,0.01")
+    reproduced.dvc("exp", "run", "--run-all")
+
+    shown = json.loads(reproduced.dvc("exp", "show", "--json"))
+    exp_names = {
+        e["name"] for baseline in shown for e in (baseline.get("experiments") or []) if e.get("name")
+    }
+    assert len(exp_names) == 2, shown
+    new = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before]
+    assert {r.info.run_name for r in new} == {"cnn"}, "only the edited model trains again"
+    tagged = {r.data.tags.get("dvc_exp_name"): r for r in new}
+    assert set(tagged) == exp_names, "every queued experiment logs one run, tagged with its name"
+    assert {tagged[n].data.params["model.lr"] for n in exp_names} == {"0.001", "0.01"}
+    assert all("test_accuracy" in r.data.metrics for r in tagged.values())

@@ -3,61 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import project_params, tiny
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no Chromium installed (Debian: apt-get install -y chromium); cannot render the page",
-)
-
-# Marks every image once the page has loaded; --dump-dom prints the DOM after the load event.
-_CHECK = """<script>
-window.addEventListener("load", () => {
-  const images = [...document.images];
-  const ok = (img) => img.complete && img.naturalWidth > 0;
-  images.forEach((img) => img.setAttribute("data-loaded", ok(img) ? "yes" : "no"));
-  document.body.setAttribute("data-images", images.length);
-  document.body.setAttribute("data-loaded", images.filter(ok).length);
-});
-</script>"""
-
-
-def render_in_chromium(page: Path, tmp_path: Path) -> tuple[int, int, list[str]]:
-    """(images, images loaded, alt texts of those that did not) of `page` as Chromium shows it."""
-    probe = tmp_path / f"{page.stem}.check.html"  # images are embedded: the copy renders the same
-    probe.write_text(
-        page.read_text(encoding="utf-8").replace("</body>", _CHECK + "</body>"), encoding="utf-8"
-    )
-    proc = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",  # tests may run as root in containers
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            probe.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    dom = proc.stdout
-    assert "<body" in dom, f"chromium printed no page: {proc.stderr[-2000:]}"
-    body = re.search(r'<body[^>]*data-images="(\d+)"[^>]*data-loaded="(\d+)"', dom)
-    assert body, "the check script did not run"
-    broken = re.findall(r'<img[^>]*alt="([^"]*)"[^>]*data-loaded="no"', dom)
-    return int(body.group(1)), int(body.group(2)), broken
-
+from tests.chromium import needs_chromium, render_in_chromium
+from tests.conftest import project_params, tiny
 
 # ---------------------------------------------------------------- from real outputs
 
@@ -179,38 +130,4 @@ def test_chromium_check_sees_a_broken_image(tmp_path):
     assert render_in_chromium(page, tmp_path) == (2, 1, ["bad"])
 
 
-# ---------------------------------------------------------------- in the pipeline
-
-
-@pytest.mark.slow
-def test_report_stage_in_the_pipeline(make_repo, dvc, tmp_path):
-    """dvc repro ends with the report stage; the page shows every model and renders; a rerun skips it."""
-    raw = tiny(project_params())
-    keep = {"filter_net": raw["models"]["filter_net"], "cnn": raw["models"]["cnn"]}
-    keep["cnn"]["dataset"] = "angle_vs_rest"  # one dataset keeps the pipeline short
-    raw["models"] = keep
-    raw["datasets"] = {"angle_vs_rest": raw["datasets"]["angle_vs_rest"]}
-    raw["augment"] = {"angle_vs_rest": raw["augment"]["angle_vs_rest"]}
-    raw["lecture"].update(feature_images=2, feature_channels=4)
-    repo = make_repo(raw)
-
-    dvc(repo, "repro")
-
-    page = repo / "reports" / "index.html"
-    text = page.read_text(encoding="utf-8")
-    for name in keep:
-        assert f'id="model-{name}"' in text
-        assert re.search(rf'id="model-{name}".*?/runs/[0-9a-f]{{32}}"', text, re.S), (
-            f"no MLflow link for {name}"
-        )
-    assert 'id="lecture"' in text and "feature_maps_1.png" in text and "filters.png" in text
-    assert "confusion.png" in text and "training_curves.png" in text and "augment_preview.png" in text
-    if CHROMIUM:
-        images, loaded, broken = render_in_chromium(page, tmp_path)
-        assert images == len(re.findall(r"<img ", text)) >= 10
-        assert (loaded, broken) == (images, [])
-    # Not an output of any stage, yet nothing left to do, and git is not asked to track it.
-    assert "up to date" in dvc(repo, "status").stdout
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
-    assert "index.html" not in status
-    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["report"]["deps"]
+# The report stage inside a real `dvc repro`: tests/test_e2e_classification.py.
