@@ -167,6 +167,7 @@ class TracksDataset(DatasetBase):
     read_noise: Adu = 4.0
     hot_pixels: Count = 3
     mask_threshold: float = Field(8.0, gt=0.0, le=255.0)
+    render: Literal["ccd", "clean"] = "ccd"  # clean: tracks only, from other random streams (unpaired)
 
     @model_validator(mode="after")
     def _ranges_ok(self) -> TracksDataset:
@@ -380,6 +381,51 @@ def arch_kwargs(model: TrainParams) -> dict[str, Any]:
     return {k: v for k, v in model.model_dump().items() if k not in skip}
 
 
+# ---------------------------------------------------------------- generative models
+
+Filters = typing.Annotated[
+    list[typing.Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=6)
+]
+
+
+class GanParams(Strict):
+    """What both GAN families have: their data, how long they train, the two optimizers (Adam)."""
+
+    dataset: str
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    g_lr: float = Field(2e-4, gt=0.0, le=1.0)
+    d_lr: float = Field(2e-4, gt=0.0, le=1.0)
+    beta_1: float = Field(0.5, ge=0.0, lt=1.0)
+    grid: int = Field(8, ge=1, le=32)
+
+
+class DcganParams(GanParams):
+    """A DCGAN on one classification dataset; `classifier` (a model on that dataset) judges its samples."""
+
+    classifier: str
+    conditional: bool = True
+    latent_dim: int = Field(64, ge=1, le=4096)
+    generator_filters: Filters = [128, 64]
+    discriminator_filters: Filters = [64, 128]
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=0.5)
+    instance_noise: float = Field(0.1, ge=0.0, le=2.0)
+
+
+class CycleganParams(GanParams):
+    """A CycleGAN between two image datasets of the same shape: `dataset` (domain a) and `target` (b)."""
+
+    target: str
+    filters: int = Field(16, ge=1, le=1024)
+    downsamplings: int = Field(2, ge=0, le=6)
+    residual_blocks: int = Field(3, ge=0, le=32)
+    discriminator_filters: int = Field(16, ge=1, le=1024)
+    discriminator_layers: int = Field(3, ge=1, le=6)
+    cycle_weight: float = Field(10.0, ge=0.0, le=1000.0)
+    identity_weight: float = Field(5.0, ge=0.0, le=1000.0)
+
+
 # ---------------------------------------------------------------- the lecture's figures
 
 
@@ -403,6 +449,8 @@ class Params(Strict):
     augment: dict[str, Augment] = {}
     models: dict[str, TrainParams]
     lecture: Lecture = Lecture()
+    dcgans: dict[str, DcganParams] = {}
+    cyclegans: dict[str, CycleganParams] = {}
 
     @field_validator("datasets", "models")
     @classmethod
@@ -416,6 +464,10 @@ class Params(Strict):
 
     def model(self, name: str) -> TrainParams:
         return _entry(self.models, "models", name)
+
+    def gan(self, name: str) -> DcganParams | CycleganParams:
+        """A dcgans or cyclegans entry by name (names are unique across both)."""
+        return _entry({**self.dcgans, **self.cyclegans}, "dcgans/cyclegans", name)
 
     def augment_for(self, dataset: str) -> Augment:
         self.dataset(dataset)
@@ -502,6 +554,7 @@ def _check_references(params: Params, source: str) -> None:
             )
     _check_dims(params, source)
     _check_lecture(params, source)
+    _check_gans(params, source)
     # Transform names and arguments are checked against albumentations by pipeline.augment.
 
 
@@ -559,6 +612,55 @@ def _check_lecture(params: Params, source: str) -> None:
                 f"{source}: lecture.{key}: '{name}' is not {description} in models; "
                 f"valid: {', '.join(fits) or '(none)'}, or null to skip this figure"
             )
+
+
+def _check_gans(params: Params, source: str) -> None:
+    """GANs train on images; a DCGAN's classifier is a 2D classifier of its own dataset; names are
+    unique, since every entry of models, datasets and GANs writes reports/<name>/."""
+    taken = {**{n: "datasets" for n in params.datasets}, **{n: "models" for n in params.models}}
+    for section in ("dcgans", "cyclegans"):
+        for name, gan in getattr(params, section).items():
+            if name in taken:
+                raise UserError(
+                    f"{source}: {section}.{name}: the name is taken by {taken[name]}.{name} "
+                    f"(both would write reports/{name}/); rename one"
+                )
+            taken[name] = section
+            keys = ("dataset", "target") if section == "cyclegans" else ("dataset",)
+            for key in keys:
+                ds_name = getattr(gan, key)
+                ds = params.datasets.get(ds_name)
+                if ds is None:
+                    raise UserError(
+                        f"{source}: {section}.{name}.{key}: no dataset '{ds_name}'; "
+                        f"{choices_hint(ds_name, params.datasets)}"
+                    )
+                if ds.spatial_dims() != 2:
+                    images = [n for n, d in params.datasets.items() if d.spatial_dims() == 2]
+                    raise UserError(
+                        f"{source}: {section}.{name}.{key}: dataset '{ds_name}' does not hold images; "
+                        f"valid: {', '.join(images)}"
+                    )
+            if section == "dcgans":
+                _check_classifier(params, name, gan, source)
+
+
+def _check_classifier(params: Params, name: str, gan: DcganParams, source: str) -> None:
+    if isinstance(params.datasets[gan.dataset], SEGMENTATION_SOURCES):
+        raise UserError(
+            f"{source}: dcgans.{name}.dataset: '{gan.dataset}' is a segmentation dataset; "
+            "a DCGAN needs class labels"
+        )
+    fits = [
+        n
+        for n, m in params.models.items()
+        if m.dataset == gan.dataset and not isinstance(m, SegmentationParams) and getattr(m, "dims", 2) == 2
+    ]
+    if gan.classifier not in fits:
+        raise UserError(
+            f"{source}: dcgans.{name}.classifier: '{gan.classifier}' is not a 2D classifier in models "
+            f"trained on dataset '{gan.dataset}'; valid: {', '.join(fits) or '(none)'}"
+        )
 
 
 def _describe(exc: ValidationError, root: type[BaseModel], prefix: tuple, source: str) -> str:

@@ -253,3 +253,27 @@ def sample_grid(
 
 def _pad(titles: Sequence[str], n: int) -> list[str]:
     return [*titles, *[""] * (n - len(titles))][:n]
+
+
+def gan_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
+    """FID (EfficientNet-Lite0 features) per epoch, and the cycle error where there is one."""
+    fids = [k for k in history if k.startswith("fid")]
+    cycles = [k for k in history if k.startswith("cycle_error")]
+    fig, axes = plt.subplots(1, 2 if cycles else 1, figsize=(9 if cycles else 5, 3.6), squeeze=False)
+    epochs = range(1, len(history[fids[0]]) + 1)
+    for k in fids:
+        axes[0][0].plot(epochs, history[k], "o-", label=k)
+    axes[0][0].set(
+        xlabel="epoch",
+        ylabel="FID (EfficientNet-Lite0 features)",
+        title="FID of the fixed sample vs test images",
+    )
+    axes[0][0].legend()
+    if cycles:
+        for k in cycles:
+            axes[0][1].plot(epochs, history[k], "o-", label=k)
+        axes[0][1].set(xlabel="epoch", ylabel="mean |x - g(g(x))| (0..1)", title="cycle reconstruction error")
+        axes[0][1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

@@ -130,6 +130,23 @@ def dataset_section(params: Params, name: str, reports: Path, prepared: Path) ->
     return section
 
 
+def gan_section(params: Params, name: str, reports: Path) -> Section:
+    """A DCGAN or CycleGAN: its params, test metrics (FID on EfficientNet-Lite0 features), curves, samples."""
+    gan = params.gan(name)
+    kind = "cyclegan" if name in params.cyclegans else "dcgan"
+    data = f"{gan.dataset} <-> {gan.target}" if kind == "cyclegan" else gan.dataset
+    section = Section(f"gan-{name}", name, f"{kind} on {data}")
+    hyper = {k: v for k, v in gan.model_dump().items() if k not in ("dataset", "target")}
+    section.tables.append(("params.yaml", ["key", "value"], [[k, _plain(v)] for k, v in hyper.items()]))
+    metrics = _read_json(reports / name / "metrics.json")
+    if isinstance(metrics, dict):
+        section.tables[:0] = metric_tables(metrics)
+    else:
+        section.notes.append(f"no {reports / name / 'metrics.json'} yet: run the {kind}_evaluate stage")
+    section.figures = figures_in(reports / name)
+    return section
+
+
 def lecture_section(reports: Path) -> Section:
     folder = reports / "lecture"
     section = Section("lecture", "The lecture's figures", "hand-made and learned filters, feature maps")
@@ -154,9 +171,10 @@ def collect(params: Params, reports: Path, models: Path, prepared: Path) -> list
     """Every model, every dataset, the lecture's figures, then any other folder of figures."""
     sections = [model_section(params, name, reports, models) for name in params.models]
     sections += [dataset_section(params, name, reports, prepared) for name in params.datasets]
+    sections += [gan_section(params, name, reports) for name in {**params.dcgans, **params.cyclegans}]
     if figures_in(reports / "lecture"):
         sections.append(lecture_section(reports))
-    known = {*params.models, *params.datasets, "lecture"}
+    known = {*params.models, *params.datasets, *params.dcgans, *params.cyclegans, "lecture"}
     others = (
         sorted(p for p in reports.iterdir() if p.is_dir() and p.name not in known) if reports.is_dir() else []
     )

@@ -173,6 +173,14 @@ def log_artifacts(run_id: str, paths: list[Path], artifact_path: str | None = No
             client.log_artifact(run_id, str(p), artifact_path)
 
 
+def log_epoch_image(run_id: str, png: Path, key: str, step: int) -> None:
+    """A PNG as an MLflow image of `key` at `step` (epoch): the UI steps through them on a slider."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        MlflowClient().log_image(run_id, image.convert("RGB"), key=key, step=step)
+
+
 def set_tags(tags: Mapping[str, str]) -> None:
     mlflow.set_tags(dict(tags))
 

@@ -44,6 +44,11 @@ def tiny(params: dict) -> dict:
         model["shifts"] = [0, 2]
         if model["architecture"] == "transfer":  # smallest backbone input, one epoch per phase
             model.update(input_size=32, fine_tune_epochs=min(model.get("fine_tune_epochs", 0), 1))
+    for gan in p.get("dcgans", {}).values():
+        gan.update(epochs=1, batch_size=16, latent_dim=8, generator_filters=[16, 8], grid=2)
+        gan.update(discriminator_filters=[8, 16])
+    for gan in p.get("cyclegans", {}).values():
+        gan.update(epochs=1, batch_size=8, filters=4, residual_blocks=1, discriminator_filters=4, grid=2)
     return p
 
 
@@ -77,11 +82,14 @@ def dvc():
 
 
 def only(params: dict, *models: str) -> dict:
-    """Params trimmed to `models`, their datasets and augment entries; lecture figures of dropped
-    models are turned off, so the trimmed file stays valid."""
+    """Params trimmed to `models` (entries of models, dcgans or cyclegans), their datasets and
+    augment entries; lecture figures of dropped models are turned off, so the trimmed file stays valid."""
     p = copy.deepcopy(params)
-    p["models"] = {m: p["models"][m] for m in models}
+    p["models"] = {m: p["models"][m] for m in models if m in p["models"]}
     used = {spec["dataset"] for spec in p["models"].values()}
+    for section in ("dcgans", "cyclegans"):
+        p[section] = {m: v for m, v in p.get(section, {}).items() if m in models}
+        used |= {v[k] for v in p[section].values() for k in ("dataset", "target") if k in v}
     p["datasets"] = {d: v for d, v in p["datasets"].items() if d in used}
     p["augment"] = {d: v for d, v in p["augment"].items() if d in used}
     for key in ("filter_model", "feature_model"):

@@ -170,3 +170,16 @@ def test_transforms_draw_independently():
     }
     assert (True, False, False) in seen and (False, True, False) in seen  # one flip without the other
     assert (False, False, True) in seen  # and neither
+
+
+def test_clean_render_has_no_sensor_effects_and_other_tracks():
+    """The CycleGAN's clean domain: background exactly 0, and never the ccd frame's tracks (unpaired)."""
+    ccd, clean = dataset(image_size=32), dataset(image_size=32, render="clean")
+    same_masks = 0
+    for index in range(10):
+        image, mask = tracks.render(3, index, clean)
+        assert not image[mask == 0].any()  # no bias, dark current, read noise or hot pixels
+        ccd_image, ccd_mask = tracks.render(3, index, ccd)
+        assert ccd_image[ccd_mask == 0].mean() > 5  # the ccd frame's pedestal and noise
+        same_masks += np.array_equal(mask, ccd_mask)
+    assert same_masks <= 1  # (two empty frames would match by chance)

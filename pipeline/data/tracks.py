@@ -12,6 +12,10 @@ Intensities are in ADU of the 8-bit frame (0..255). A pixel belongs to a track's
 track deposited at least `mask_threshold` ADU. Tracks are kept one background pixel apart, so that
 each track is exactly one 8-connected component of its class and tracks can be counted.
 Each frame depends only on (seed, index), so generation streams and is reproducible.
+
+`render: clean` draws the tracks alone, as an ideal sensor would record them (no bias, dark
+current, read noise or hot pixels): the other domain of the CycleGAN. Clean frames come from
+random streams of their own, so a clean and a ccd dataset never hold the same tracks (unpaired).
 """
 
 from __future__ import annotations
@@ -35,14 +39,19 @@ HOT_PIXEL_ADU = (120.0, 255.0)  # hot pixels are as bright as tracks, so brightn
 
 def plan(seed: int, index: int, ds) -> tuple[int, int, int]:
     """How many muons, alphas and betas frame `index` gets (cheap: no drawing)."""
-    rng = np.random.default_rng([seed, index, 0])
+    rng = np.random.default_rng([seed, index, _stream(ds)])
     return tuple(int(rng.integers(lo, hi + 1)) for lo, hi in (getattr(ds, k) for k in KINDS))
+
+
+def _stream(ds) -> int:
+    """First of the two random streams (plan, drawing) of a frame: 0 for ccd, 2 for clean frames."""
+    return 2 if ds.render == "clean" else 0
 
 
 def render(seed: int, index: int, ds) -> tuple[np.ndarray, np.ndarray]:
     """Frame `index` as (image uint8 (size, size), mask uint8 (size, size) of class ids)."""
     size = ds.image_size
-    rng = np.random.default_rng([seed, index, 1])
+    rng = np.random.default_rng([seed, index, _stream(ds) + 1])
     signal = np.zeros((size, size), np.float64)
     mask = np.zeros((size, size), np.uint8)
     blocked = np.zeros((size, size), bool)  # track pixels grown by one: no other track may touch them
@@ -62,7 +71,9 @@ def render(seed: int, index: int, ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sensor(rng: np.random.Generator, signal: np.ndarray, blocked: np.ndarray, ds) -> np.ndarray:
-    """Signal plus bias, dark current, read noise and hot pixels, digitised to 8 bits."""
+    """Signal plus bias, dark current, read noise and hot pixels, digitised to 8 bits (clean: signal only)."""
+    if ds.render == "clean":
+        return np.clip(np.rint(signal), 0, 255).astype(np.uint8)
     dark = rng.poisson(ds.dark_current, signal.shape) if ds.dark_current > 0 else 0.0
     frame = ds.bias + signal + dark + rng.normal(0.0, ds.read_noise, signal.shape)
     # Hot pixels are background: isolated bright pixels, kept off the tracks so labels stay exact.
