@@ -5,9 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import random
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,8 @@ from pydantic import ValidationError
 from pipeline.errors import UserError, choices_hint
 from pipeline.params import Augment, Transform
 
-CHUNK = 256  # images per task: large enough to amortise process hand-off, small enough to stream
+CHUNK = 256  # most images per task and per copied block: small enough to balance and to stream
+MIN_CHUNK = 16
 
 
 def transform_names() -> list[str]:
@@ -83,19 +82,85 @@ def validate(spec: Augment, dataset: str) -> None:
     build_compose(spec, dataset, seed=0)
 
 
-def _augment_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
-    spec, dataset, seed, images, masks = task
-    compose = build_compose(spec, dataset, seed)
-    out_x = np.empty_like(images)
-    out_m = None if masks is None else np.empty_like(masks)
-    for i in range(len(images)):
-        if masks is None:
-            out_x[i] = _keep_channels(_transform(compose, images[i]), images[i], dataset)
+def _chunk_size(total: int, workers: int) -> int:
+    # Only row indices cross process boundaries, so a task costs little: several tasks per worker
+    # balance the load, and at least MIN_CHUNK images per task amortise the hand-off.
+    return max(MIN_CHUNK, min(CHUNK, -(-total // (workers * 8))))
+
+
+# Per process: the Compose (built once), the originals memory-mapped from the output file, and that
+# file open for writing. A pool worker gets it from _init_worker, a one-worker run in-process.
+_state: dict = {}
+
+
+def _init_worker(spec: Augment, dataset: str, seed: int, n: int, paths: list[Path]) -> None:
+    import cv2
+
+    arrays = [np.load(p, mmap_mode="r") for p in paths]
+    # One OpenCV thread per process: a pool of workers already occupies the cores (and one worker
+    # means one core, as the benchmark compares).
+    _state["cv2_threads"] = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    _state.update(
+        compose=build_compose(spec, dataset, seed),
+        dataset=dataset,
+        seed=seed,
+        n=n,
+        arrays=arrays,
+        fds=[os.open(p, os.O_WRONLY) for p in paths],
+    )
+
+
+def _close_worker() -> None:
+    import cv2
+
+    for fd in _state.get("fds", []):
+        os.close(fd)
+    if "cv2_threads" in _state:
+        cv2.setNumThreads(_state["cv2_threads"])
+    _state.clear()
+
+
+def _fill(rows: tuple[int, int]) -> int:
+    """Augment copy rows [lo, hi) (row r is copy r // n of image r % n) and write them into the output."""
+    compose, dataset, seed, n = (_state[k] for k in ("compose", "dataset", "seed", "n"))
+    x, *y = _state["arrays"]
+    lo, hi = rows
+    out = [np.empty((hi - lo, *a.shape[1:]), a.dtype) for a in _state["arrays"]]
+    for j, r in enumerate(range(lo, hi)):
+        copy, i = divmod(r, n)
+        # Each image's draws come from (seed, copy, image) alone, so the bytes do not depend on the
+        # number of workers or the chunking. One generator shared by all transforms: see build_compose.
+        image_seed = int(_copy_seeds(seed, copy, n)[i])
+        compose.set_random_state(np.random.Generator(np.random.PCG64(image_seed)), random.Random(image_seed))
+        image = np.asarray(x[i])
+        if not y:
+            out[0][j] = _keep_channels(_transform(compose, image), image, dataset)
         else:
-            res = compose(image=images[i], mask=masks[i])
-            out_x[i] = _keep_channels(res["image"], images[i], dataset)
-            out_m[i] = res["mask"].reshape(masks[i].shape)
-    return out_x, out_m
+            res = compose(image=image, mask=np.asarray(y[0][i]))
+            out[0][j] = _keep_channels(res["image"], image, dataset)
+            out[1][j] = res["mask"].reshape(y[0][i].shape)
+    for fd, array, block in zip(_state["fds"], _state["arrays"], out, strict=True):
+        _write_rows(fd, array, n + lo, block)
+    return hi - lo
+
+
+def _copy_seeds(seed: int, copy: int, n: int) -> np.ndarray:
+    """One seed per image of a copy, drawn once per process (a SeedSequence per image costs 40 us)."""
+    key = ("seeds", copy)
+    if key not in _state:
+        _state[key] = np.random.SeedSequence([seed, copy]).generate_state(n, np.uint64)
+    return _state[key]
+
+
+def _write_rows(fd: int, array: np.memmap, first: int, block: np.ndarray) -> None:
+    # One write call per block: stores into a shared file mapping would fault (and, on ext4, allocate)
+    # page by page, which cost more than the augmentation itself.
+    data = memoryview(np.ascontiguousarray(block)).cast("B")
+    offset = array.offset + first * block[0].nbytes
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def _transform(compose: A.Compose, sample: np.ndarray) -> np.ndarray:
@@ -120,45 +185,6 @@ def _keep_channels(result: np.ndarray, original: np.ndarray, dataset: str) -> np
     return result.reshape(original.shape)
 
 
-def augmented_copies(
-    spec: Augment,
-    dataset: str,
-    images: np.ndarray,
-    seed: int,
-    masks: np.ndarray | None = None,
-    workers: int = 1,
-    progress: bool = True,
-) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Yield augmented (images, masks) chunks, `spec.copies` passes over `images`, in order.
-
-    Each chunk gets its own seed from (seed, copy, chunk), so results do not depend on `workers`.
-    """
-    validate(spec, dataset)
-    tasks = (
-        (
-            spec,
-            dataset,
-            int(np.random.SeedSequence([seed, copy, start]).generate_state(1)[0]),
-            np.asarray(images[start : start + CHUNK]),
-            None if masks is None else np.asarray(masks[start : start + CHUNK]),
-        )
-        for copy in range(spec.copies)
-        for start in range(0, len(images), CHUNK)
-    )
-    total = spec.copies * len(images)
-    with tqdm(total=total, desc=f"augment {dataset}", unit="img", disable=not progress) as bar:
-        if workers <= 1:
-            results = map(_augment_chunk, tasks)
-            for out in results:
-                bar.update(len(out[0]))
-                yield out
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for out in pool.map(_augment_chunk, tasks):
-                    bar.update(len(out[0]))
-                    yield out
-
-
 def augment_split(
     spec: Augment,
     dataset: str,
@@ -169,39 +195,51 @@ def augment_split(
     workers: int = 1,
     progress: bool = True,
     masks: bool = False,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Write train_x.npy (originals, then each augmented copy) and train_y.npy into out_dir.
 
     With `masks`, `labels` are per-pixel masks (N, H, W): each copy's masks get the same geometric
     transforms as its images (albumentations' mask target, nearest-neighbour), so they stay aligned.
+    The output does not depend on `workers` or `chunk` (images per task), byte for byte.
     """
-    from pipeline.data.arrays import NpyWriter
-
+    validate(spec, dataset)
     n = len(images)
     out_dir = Path(out_dir)
-    with (
-        NpyWriter(out_dir / "train_x.npy", images.shape[1:], n * (1 + spec.copies)) as writer,
-        NpyWriter(out_dir / "train_y.npy", labels.shape[1:], n * (1 + spec.copies))
-        if masks
-        else nullcontext() as mask_writer,
-    ):
-        for start in range(0, n, CHUNK):
-            for row in np.asarray(images[start : start + CHUNK]):
-                writer.append(row)
-            if masks:
-                for row in np.asarray(labels[start : start + CHUNK]):
-                    mask_writer.append(row)
-        chunks = augmented_copies(
-            spec, dataset, images, seed, masks=labels if masks else None, workers=workers, progress=progress
-        )
-        for chunk, mask_chunk in chunks:
-            for row in chunk:
-                writer.append(row)
-            if masks:
-                for row in mask_chunk:
-                    mask_writer.append(row)
+    rows = n * (1 + spec.copies)
+    x_path, y_path = out_dir / "train_x.npy", out_dir / "train_y.npy"
+    # The originals go first into the output; workers read them from there (memory-mapped) and write
+    # their copies after them, so only row indices cross process boundaries.
+    sources = [(x_path, images)] + ([(y_path, labels)] if masks else [])
+    for path, src in sources:
+        # The .npy header and a file of the full size (sparse until the rows are written below).
+        np.lib.format.open_memmap(
+            path, mode="w+", dtype=src.dtype, shape=(rows, *src.shape[1:])
+        )._mmap.close()
+    paths = [path for path, _ in sources]
+    total = spec.copies * n
+    size = chunk or _chunk_size(total, workers)
+    tasks = [(lo, min(lo + size, total)) for lo in range(0, total, size)]
+    init_args = (spec, dataset, seed, n, paths)
+    with tqdm(total=total, desc=f"augment {dataset}", unit="img", disable=not progress) as bar:
+        _init_worker(*init_args)
+        try:
+            for start in range(0, n, CHUNK):
+                for fd, array, (_, src) in zip(_state["fds"], _state["arrays"], sources, strict=True):
+                    _write_rows(fd, array, start, np.asarray(src[start : start + CHUNK]))
+            if workers <= 1 or len(tasks) <= 1:
+                for task in tasks:
+                    bar.update(_fill(task))
+        finally:
+            _close_worker()
+        if workers > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(
+                max_workers=workers, initializer=_init_worker, initargs=init_args
+            ) as pool:
+                for done in pool.map(_fill, tasks):
+                    bar.update(done)
     if masks:
         return tuple(np.load(out_dir / f"train_{a}.npy", mmap_mode="r") for a in "xy")
     y = np.tile(np.asarray(labels), 1 + spec.copies)
-    np.save(out_dir / "train_y.npy", y)
-    return np.load(out_dir / "train_x.npy", mmap_mode="r"), y
+    np.save(y_path, y)
+    return np.load(x_path, mmap_mode="r"), y

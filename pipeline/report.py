@@ -124,7 +124,8 @@ def dataset_section(params: Params, name: str, reports: Path, prepared: Path) ->
         section.tables.append((f"rows of shape {shape}, per class and split", ["class", *counts], rows))
         if manifest.get("skipped"):
             section.notes.append(
-                f"{len(manifest['skipped'])} file(s) skipped; see {prepared / name / 'manifest.json'}"
+                f"{manifest.get('skipped_count', len(manifest['skipped']))} file(s) skipped; "
+                f"see {prepared / name / 'manifest.json'}"
             )
     section.figures = figures_in(reports / name)
     return section

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +130,17 @@ class Checkpoints:
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def save(self, model: keras.Model, state: dict) -> None:
-        """Write the model, then the state, each by rename: a kill at any moment leaves a usable pair."""
+    def save(self, model: keras.Model, state: dict, before_state: Callable[[], None] | None = None) -> None:
+        """Write the model, then the state, each by rename: a kill at any moment leaves a usable pair.
+
+        `before_state` runs in between: what must be stored before the state marks the epoch done.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / "last.tmp.keras"
         model.save(tmp)
         os.replace(tmp, self.last)
+        if before_state is not None:
+            before_state()
         tmp_state = self.folder / "state.tmp.json"
         tmp_state.write_text(json.dumps({**state, "fingerprint": self.fingerprint}))
         os.replace(tmp_state, self.state_file)
@@ -144,11 +150,20 @@ class BestAndResume(keras.callbacks.Callback):
     """Keeps the best epoch's weights (by val_loss), stops early on patience, checkpoints every epoch.
 
     Replaces EarlyStopping(restore_best_weights=True) so that its state survives a resume too.
+    `flush` (EpochLogger.wait) runs before an epoch's state is written: its metrics are then stored.
     """
 
-    def __init__(self, checkpoints: Checkpoints, run_id: str, patience: int, state: dict | None = None):
+    def __init__(
+        self,
+        checkpoints: Checkpoints,
+        run_id: str,
+        patience: int,
+        state: dict | None = None,
+        flush: Callable[[], None] | None = None,
+    ):
         super().__init__()
         self.checkpoints, self.run_id, self.patience = checkpoints, run_id, patience
+        self.flush = flush
         state = state or {}
         self.history: list[dict[str, float]] = state.get("history", [])
         self.best = state.get("best", math.inf)
@@ -166,7 +181,7 @@ class BestAndResume(keras.callbacks.Callback):
             self.wait += 1
         state = {"epoch": epoch, "run_id": self.run_id, "history": self.history}
         state.update(best=self.best, best_epoch=self.best_epoch, wait=self.wait)
-        self.checkpoints.save(self.model, state)
+        self.checkpoints.save(self.model, state, self.flush)
         if self.patience and self.wait >= self.patience:
             self.model.stop_training = True
 

@@ -20,8 +20,25 @@ NOISY = [
 ]
 
 
-def run_copies(spec: Augment, x: np.ndarray, seed: int, workers: int = 1, masks=None) -> list:
-    return list(augment.augmented_copies(spec, "ds", x, seed, masks=masks, workers=workers, progress=False))
+def run_copies(spec: Augment, x: np.ndarray, seed: int, tmp_path, workers: int = 1, masks=None, chunk=None):
+    """The augmented copies (and their masks) that augment_split writes after the originals."""
+    out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
+    out.mkdir()
+    labels = np.zeros(len(x), int) if masks is None else masks
+    aug_x, aug_y = augment.augment_split(
+        spec,
+        "ds",
+        x,
+        labels,
+        seed,
+        out,
+        workers=workers,
+        progress=False,
+        masks=masks is not None,
+        chunk=chunk,
+    )
+    n = len(x)
+    return np.asarray(aug_x[n:]), None if masks is None else np.asarray(aug_y[n:])
 
 
 def test_transform_names_are_albumentations_single_transforms():
@@ -67,34 +84,45 @@ def test_bad_argument_value_names_the_transform_and_the_argument(transform, expe
     assert "\n" not in str(exc.value) and "errors.pydantic.dev" not in str(exc.value)
 
 
-def test_same_seed_same_copies_whatever_the_number_of_workers():
-    x = images(augment.CHUNK + 40)  # two chunks per copy, so two processes share the work
+def test_same_seed_same_bytes_whatever_the_workers_and_chunking(tmp_path):
+    n = 70
+    x = images(n)
     spec = Augment(copies=2, transforms=NOISY)
-    one = run_copies(spec, x, seed=3, workers=1)
-    two = run_copies(spec, x, seed=3, workers=2)
-    assert len(one) == len(two) == 4
-    for (a, _), (b, _) in zip(one, two, strict=True):
-        np.testing.assert_array_equal(a, b)
-    other = run_copies(spec, x, seed=4)
-    assert not np.array_equal(one[0][0], other[0][0])
-    assert not np.array_equal(one[0][0], one[2][0][: len(one[0][0])])  # each copy differs
+    one, _ = run_copies(spec, x, 3, tmp_path, workers=1)
+    two, _ = run_copies(spec, x, 3, tmp_path, workers=2, chunk=augment.MIN_CHUNK)  # 9 tasks, 2 processes
+    odd, _ = run_copies(spec, x, 3, tmp_path, workers=1, chunk=7)
+    assert one.shape == (2 * n, 8, 8, 1)
+    assert one.tobytes() == two.tobytes() == odd.tobytes()
+    other, _ = run_copies(spec, x, 4, tmp_path)
+    assert not np.array_equal(one, other)
+    assert not np.array_equal(one[:n], one[n:])  # each copy differs
+
+
+def test_masks_same_bytes_whatever_the_workers(tmp_path):
+    x = images(40)
+    m = (images(40) > 128).astype(np.uint8)[..., 0]
+    spec = Augment(copies=1, transforms=[Transform(name="Affine", p=1.0, args={"rotate": [-30, 30]})])
+    one = run_copies(spec, x, 5, tmp_path, workers=1, masks=m)
+    two = run_copies(spec, x, 5, tmp_path, workers=2, masks=m, chunk=augment.MIN_CHUNK)
+    assert one[0].tobytes() == two[0].tobytes() and one[1].tobytes() == two[1].tobytes()
+    assert not np.array_equal(one[1], m)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_copies_keep_shape_and_a_flip_is_exactly_a_flip(channels):
+def test_copies_keep_shape_and_a_flip_is_exactly_a_flip(channels, tmp_path):
     x = images(5, channels)
     spec = Augment(copies=1, transforms=[Transform(name="HorizontalFlip", p=1.0)])
-    [(out, masks)] = run_copies(spec, x, seed=0)
+    out, masks = run_copies(spec, x, 0, tmp_path)
     assert masks is None
     assert out.shape == x.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out, x[:, :, ::-1])
 
 
-def test_masks_move_with_their_images():
+def test_masks_move_with_their_images(tmp_path):
     x = images(3)
-    m = (images(3) > 128).astype(np.uint8)
+    m = (images(3) > 128).astype(np.uint8)[..., 0]
     spec = Augment(copies=1, transforms=[Transform(name="VerticalFlip", p=1.0)])
-    [(out, out_m)] = run_copies(spec, x, seed=0, masks=m)
+    out, out_m = run_copies(spec, x, 0, tmp_path, masks=m)
     np.testing.assert_array_equal(out, x[:, ::-1])
     np.testing.assert_array_equal(out_m, m[:, ::-1])
 

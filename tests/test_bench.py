@@ -16,6 +16,7 @@ EXPECTED = [
     ("1 training", "ratio stage / bare"),
     ("5 MLflow logging", "logging per epoch"),
     ("5 MLflow logging", "share of epoch time"),
+    ("5 MLflow logging", "store time per epoch, background thread"),
     ("2 dvc repro", "train+evaluate via dvc repro"),
     ("2 dvc repro", "bare script, same work"),
     ("2 dvc repro", "overhead"),

@@ -230,6 +230,42 @@ def messy_folder(root: Path) -> None:
     write(root / "dogs/cut.jpg", encode(Image.new("RGB", (64, 64), BLUEISH), "JPEG")[:300])
 
 
+def test_manifest_names_the_first_skipped_files_and_counts_them_all(tmp_path, monkeypatch):
+    """A folder full of bad files must not fill memory with their list: names are capped, the count is not."""
+    import pipeline.data.prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "SKIPPED_LISTED", 2)
+    messy_folder(tmp_path / "images")
+    manifest = prepare("pets", folder_dataset(tmp_path / "images"), 0, tmp_path / "out", progress=False)
+    assert len(manifest["skipped"]) == 2 and manifest["skipped_count"] == 4
+    assert (
+        manifest["skipped_listed"]
+        == "the first 2 of 4 skipped files in reading order; the rest are only counted"
+    )
+    assert {s["file"] for s in manifest["skipped"]} < {
+        "cats/notes.txt",
+        "cats/broken.png",
+        "dogs/empty.jpg",
+        "dogs/cut.jpg",
+    }
+
+
+def test_scan_keeps_the_order_of_paths_in_nested_folders(tmp_path):
+    """Sorted by path components as pathlib sorts, not by the string ('a/b' before 'a-c'), so hashes stay."""
+    for rel in ("x/a-c.png", "x/a/b.png", "x/a/.hidden.png", "x/.h/in.png", "y/1.png"):
+        write(tmp_path / rel, good_image(1))
+    (tmp_path / "y" / "link").symlink_to(tmp_path / "x", target_is_directory=True)  # not followed, as rglob
+    _, items = scan(tmp_path, None)
+    assert [items.relative(k) for k in range(len(items))] == [
+        "x/.h/in.png",
+        "x/a/b.png",
+        "x/a-c.png",
+        "y/1.png",
+    ]
+    assert items.labels.tolist() == [0, 0, 0, 1]
+    assert items[1] == (0, tmp_path / "x/a/b.png") and items[-1] == (1, tmp_path / "y/1.png")
+
+
 def folder_dataset(root: Path, **kw) -> FolderDataset:
     return FolderDataset(
         source="folder", path=str(root), image_size=8, val_fraction=0.2, test_fraction=0.2, **kw
@@ -249,6 +285,7 @@ def test_prepare_skips_bad_files_lists_them_and_prints_the_count(tmp_path, capsy
     assert skipped["dogs/cut.jpg"].startswith("corrupt image")
     assert json.loads((out / "manifest.json").read_text())["skipped"] == manifest["skipped"]
     assert "prepare pets: skipped 4 file(s)" in capsys.readouterr().out
+    assert manifest["skipped_count"] == 4 and "skipped_listed" not in manifest
 
     totals = {c: sum(manifest["counts"][s][c] for s in ("train", "val", "test")) for c in ("cats", "dogs")}
     assert totals == {"cats": 6, "dogs": 6}

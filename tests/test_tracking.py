@@ -81,6 +81,7 @@ def test_training_run_epoch_metrics_and_finding_the_run_by_model_hash(store, tmp
     with tracking.training_run(store, "cnn", {"model.lr": "0.01", "seed": "3"}, {"model": "cnn"}) as run:
         for epoch, loss in enumerate([0.9, 0.5, 0.7]):
             logger.log(epoch, {"loss": loss, "val_loss": loss + 0.1, "accuracy": 1 - loss})
+        logger.wait()  # the requests ran on the logger's thread
         tracking.set_tags({tracking.MODEL_HASH_TAG: tracking.file_md5(model_file)})
         tracking.log_artifacts(run.info.run_id, [model_file, tmp_path / "missing.png"], "model")
     run_id = run.info.run_id
@@ -100,6 +101,21 @@ def test_training_run_epoch_metrics_and_finding_the_run_by_model_hash(store, tmp
 
     tracking.log_metrics(run_id, {"test_accuracy": 0.75})  # evaluate adds to the finished run
     assert client.get_run(run_id).data.metrics["test_accuracy"] == 0.75
+
+
+def test_epoch_logger_raises_what_its_thread_met_and_stores_in_order(store):
+    logger = tracking.EpochLogger(logged_through=0)
+    with tracking.training_run(store, "cnn", {}, {}) as run:
+        for epoch in range(5):
+            logger.log(epoch, {"loss": 1.0 / (epoch + 1)})
+        logger.wait()
+        client = MlflowClient()
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
+        client.delete_run(run.info.run_id)
+        logger.log(5, {"loss": 0.1})  # the store refuses a deleted run, on the logger's thread
+        with pytest.raises(mlflow.exceptions.MlflowException):
+            logger.wait()
+        client.restore_run(run.info.run_id)
 
 
 def test_new_run_when_the_training_run_is_gone(store):

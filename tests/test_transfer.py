@@ -89,10 +89,10 @@ def run_phase(model, p, phase: int, start: int, store, folder) -> None:
     train, val = batches(p)
     training.compile_model(model, p, 2, len(train), False)
     with tracking.training_run(store, "t", {}, {}) as run:
-        best = training.BestAndResume(training.Checkpoints(folder / f"phase{phase}", "t"), run.info.run_id, 0)
-        transfer_training.fit_phase(
-            model, train, val, tracking.EpochLogger(), best, phase, start, start + p.epochs
-        )
+        logger = tracking.EpochLogger()
+        checkpoints = training.Checkpoints(folder / f"phase{phase}", "t")
+        best = training.BestAndResume(checkpoints, run.info.run_id, 0, flush=logger.wait)
+        transfer_training.fit_phase(model, train, val, logger, best, phase, start, start + p.epochs)
 
 
 @pytest.fixture
@@ -146,8 +146,10 @@ def test_two_phases_are_one_run_with_continuous_steps(weights_dir, store, tmp_pa
     model = transfer_training.build(p, (SIZE, SIZE, 1), 2, weights_dir)
     train, val = batches(p)
     with tracking.training_run(store, "t", {}, {}) as run:
-        best = training.BestAndResume(training.Checkpoints(tmp_path / "ckpt", "t"), run.info.run_id, 0)
-        history = transfer_training.fit_two_phases(model, p, train, val, 2, tracking.EpochLogger(), best)
+        logger = tracking.EpochLogger()
+        checkpoints = training.Checkpoints(tmp_path / "ckpt", "t")
+        best = training.BestAndResume(checkpoints, run.info.run_id, 0, flush=logger.wait)
+        history = transfer_training.fit_two_phases(model, p, train, val, 2, logger, best)
     assert history["phase"] == [1.0, 1.0, 2.0]
     client = MlflowClient(tracking.tracking_uri(store))
     phases = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "phase"))

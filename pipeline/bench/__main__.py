@@ -63,7 +63,9 @@ def main() -> None:
         for name in args.only or BENCHMARKS:
             t0 = time.perf_counter()
             new = BENCHMARKS[name].run(cfg, Path(tmp) / name)
-            print(f"bench {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+            took, load = time.perf_counter() - t0, os.getloadavg()[0]
+            print(f"bench {name}: {took:.0f} s, load average {load:.2f}", flush=True)
+            info[f"bench {name}"] = f"{took:.0f} s, load average (1 min) {load:.2f} at its end"
             rows += new
     text = report(rows, info, cfg, time.perf_counter() - start, os.getloadavg()[0])
     args.out.parent.mkdir(parents=True, exist_ok=True)

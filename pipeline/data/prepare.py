@@ -33,6 +33,7 @@ from pipeline.params import (
 )
 
 CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
+SKIPPED_LISTED = 100  # skipped files named in the manifest; the rest are only counted (memory stays flat)
 
 
 @dataclass
@@ -133,7 +134,7 @@ def motion_source(ds: MotionDataset, seed: int) -> Source:
 def folder_source(ds: FolderDataset) -> Source:
     root = Path(ds.path)
     classes, items = folder.scan(root, ds.classes)
-    digests: dict[int, bytes] = {}
+    hasher = _FolderHasher(len(items))
 
     def load(k: int) -> np.ndarray:
         path = items[k][1]
@@ -141,30 +142,35 @@ def folder_source(ds: FolderDataset) -> Source:
             data = path.read_bytes()
         except OSError as exc:
             raise folder.SkipImage(f"unreadable: {exc.strerror}") from None
-        digests[k] = hashlib.sha256(path.relative_to(root).as_posix().encode() + b"\0" + data).digest()
+        hasher.add(k, items.relative(k).encode() + b"\0" + data)
         return folder.read_image(data, ds.image_size, ds.channels, ds.resize)
 
     return Source(
         classes=classes,
-        labels=[label for label, _ in items],
+        labels=items.labels.tolist(),
         row_shape=(ds.image_size, ds.image_size, ds.channels),
         load=load,
-        describe=lambda k: items[k][1].relative_to(root).as_posix(),
-        hasher=_FolderHasher(digests),
+        describe=items.relative,
+        hasher=hasher,
     )
 
 
 class _FolderHasher:
-    """Hash of every file's path and bytes, in index order, whatever order they were read in."""
+    """Hash of every file's path and bytes, in index order, whatever order they were read in.
 
-    def __init__(self, digests: dict[int, bytes]):
-        self.digests = digests
+    One 32-byte digest per file in one array (not a dict of bytes objects), so memory stays flat.
+    """
+
+    def __init__(self, n: int):
+        self.digests = np.zeros((n, 32), np.uint8)
+        self.seen = np.zeros(n, bool)
+
+    def add(self, k: int, data: bytes) -> None:
+        self.digests[k] = np.frombuffer(hashlib.sha256(data).digest(), np.uint8)
+        self.seen[k] = True
 
     def hexdigest(self) -> str:
-        h = hashlib.sha256()
-        for k in sorted(self.digests):
-            h.update(self.digests[k])
-        return h.hexdigest()
+        return hashlib.sha256(self.digests[self.seen].tobytes()).hexdigest()
 
 
 def tracks_source(ds: TracksDataset, seed: int) -> Source:
@@ -199,7 +205,7 @@ def seg_folder_source(ds: SegFolderDataset, name: str) -> Source:
     for index, mask_id in enumerate(ds.classes.values()):
         index_of[mask_id] = index
     fill = classes.index(ds.background) if ds.background is not None else 0
-    digests: dict[int, bytes] = {}
+    hasher = _FolderHasher(len(pairs))
 
     def load(k: int) -> tuple[np.ndarray, np.ndarray]:
         stem, image_path, mask_path = pairs[k]
@@ -207,7 +213,7 @@ def seg_folder_source(ds: SegFolderDataset, name: str) -> Source:
             image_data, mask_data = image_path.read_bytes(), mask_path.read_bytes()
         except OSError as exc:
             raise folder.SkipImage(f"unreadable: {exc.strerror}") from None
-        digests[k] = hashlib.sha256(stem.encode() + b"\0" + image_data + b"\0" + mask_data).digest()
+        hasher.add(k, stem.encode() + b"\0" + image_data + b"\0" + mask_data)
         image = folder.read_image(image_data, ds.image_size, ds.channels, ds.resize)
         mask = seg_folder.read_mask(mask_data, index_of, ds.image_size, ds.resize, fill)
         return image, mask
@@ -218,7 +224,7 @@ def seg_folder_source(ds: SegFolderDataset, name: str) -> Source:
         row_shape=(ds.image_size, ds.image_size, ds.channels),
         load=load,
         describe=lambda k: pairs[k][1].relative_to(root).as_posix(),
-        hasher=_FolderHasher(digests),
+        hasher=hasher,
         task=SEGMENTATION,
         background=ds.background,
     )
@@ -258,7 +264,8 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
     source = make_source(ds, seed, name)
     segmentation = source.task == SEGMENTATION
     splits = stratified_split(source.labels, ds.val_fraction, ds.test_fraction, seed)
-    skipped: list[dict] = []
+    skipped: list[dict] = []  # the first SKIPPED_LISTED, in reading order
+    skipped_count = 0
     counts: dict[str, dict[str, int]] = {}
     images: dict[str, int] = {}
     with atomic_dir(out_dir) as tmp:
@@ -279,7 +286,9 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
                     try:
                         row = source.load(int(k))
                     except folder.SkipImage as exc:
-                        skipped.append({"file": source.describe(int(k)), "reason": str(exc)})
+                        skipped_count += 1
+                        if len(skipped) < SKIPPED_LISTED:
+                            skipped.append({"file": source.describe(int(k)), "reason": str(exc)})
                         continue
                     if segmentation:
                         writer.append(row[0])
@@ -298,11 +307,11 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
         bar.close()
         empty = [c for c in source.classes if sum(counts[s][c] for s in SPLITS) == 0]
         if segmentation and sum(images.values()) == 0:
-            raise UserError(f"datasets.{name}: no usable image ({len(skipped)} file(s) skipped)")
+            raise UserError(f"datasets.{name}: no usable image ({skipped_count} file(s) skipped)")
         if empty and not segmentation:
             raise UserError(
                 f"datasets.{name}: class(es) {empty} have no usable image "
-                f"({len(skipped)} file(s) skipped, e.g. {skipped[0]['file']}: {skipped[0]['reason']})"
+                f"({skipped_count} file(s) skipped, e.g. {skipped[0]['file']}: {skipped[0]['reason']})"
             )
         manifest = {
             "name": name,
@@ -315,12 +324,18 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
             "counts": counts,
             "source_hash": source.hasher.hexdigest(),
             "skipped": sorted(skipped, key=lambda s: s["file"]),
+            "skipped_count": skipped_count,
             "params": ds.model_dump(),
             "seed": seed,
         }
+        if skipped_count > len(skipped):
+            manifest["skipped_listed"] = (
+                f"the first {len(skipped)} of {skipped_count} skipped files in reading order; the rest are "
+                "only counted"
+            )
         if segmentation:
             manifest["background"] = source.background
         write_json(tmp / "manifest.json", manifest)
-    if skipped:
-        print(f"prepare {name}: skipped {len(skipped)} file(s); see {out_dir / 'manifest.json'}")
+    if skipped_count:
+        print(f"prepare {name}: skipped {skipped_count} file(s); see {out_dir / 'manifest.json'}")
     return manifest

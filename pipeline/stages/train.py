@@ -98,7 +98,10 @@ def main() -> None:
     ):
         logged = tracking.last_step(run.info.run_id, "loss") if state else -1
         epoch_logger = tracking.EpochLogger(logged_through=logged)
-        best = training.BestAndResume(checkpoints, run.info.run_id, p.early_stopping, state)
+        # Waits for the epoch's metrics before marking it done: a resume then finds no gap in the run.
+        best = training.BestAndResume(
+            checkpoints, run.info.run_id, p.early_stopping, state, flush=epoch_logger.wait
+        )
         if p.architecture == "transfer":  # feature extraction, then fine-tuning, in this one run
             rt = params.runtime
             history = fit_two_phases(
@@ -125,6 +128,7 @@ def main() -> None:
                 verbose=params.runtime.verbose,
             )
             history = best.history_columns()
+        epoch_logger.wait()
         model_file = tmp / "model.keras"
         training.save_model(model, model_file)
         args.reports.mkdir(parents=True, exist_ok=True)
