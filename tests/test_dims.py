@@ -60,6 +60,7 @@ def test_dims_in_params():
         UserError, match=r"models\.cnn\.dims: 2, but datasets\.motion holds videos; set dims: 3"
     ):
         params.parse(raw)
+    raw["dcgans"] = {}  # the DCGAN judges its samples with the shapes cnn moved away here
     raw["models"]["cnn"]["dataset"] = "motion_frame"  # one frame of each video: an image
     assert params.parse(raw).model("cnn").dims == 2
     raw["models"]["filter_net"]["dataset"] = "spectra"
