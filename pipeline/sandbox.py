@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -47,3 +48,20 @@ def make_repo(dest: Path, params: dict) -> Path:
     ):
         subprocess.run(cmd, cwd=dest, env=child_env(), check=True, capture_output=True)
     return dest
+
+
+def only(params: dict, *models: str) -> dict:
+    """Params trimmed to `models` (entries of models, dcgans or cyclegans), their datasets and
+    augment entries; lecture figures of dropped models are turned off, so the trimmed file stays valid."""
+    p = copy.deepcopy(params)
+    p["models"] = {m: p["models"][m] for m in models if m in p["models"]}
+    used = {spec["dataset"] for spec in p["models"].values()}
+    for section in ("dcgans", "cyclegans"):
+        p[section] = {m: v for m, v in p.get(section, {}).items() if m in models}
+        used |= {v[k] for v in p[section].values() for k in ("dataset", "target") if k in v}
+    p["datasets"] = {d: v for d, v in p["datasets"].items() if d in used}
+    p["augment"] = {d: v for d, v in p["augment"].items() if d in used}
+    for key in ("filter_model", "feature_model"):
+        if p.get("lecture", {}).get(key) not in p["models"]:
+            p.setdefault("lecture", {})[key] = None
+    return p

@@ -26,6 +26,7 @@ from pipeline.bench.common import (
     project_params,
     run_child,
 )
+from pipeline.sandbox import only
 
 
 def bench_params(cfg: Config) -> dict:
@@ -34,11 +35,8 @@ def bench_params(cfg: Config) -> dict:
     p["runtime"]["verbose"] = 0
     # One dataset and the cnn alone: every stage is a process importing Keras, seconds each, and the
     # default pipeline's 35 stages would take most of the 10 minutes by themselves.
-    p["datasets"] = {"shapes": p["datasets"]["shapes"]}
-    p["augment"] = {"shapes": p["augment"]["shapes"]}
-    p["models"] = {"cnn": p["models"]["cnn"]}
+    p = only(p, "cnn")
     p["models"]["cnn"]["epochs"] = cfg.dvc_epochs
-    p["lecture"]["filter_model"] = None  # its filter_net is not among the models kept
     if cfg.smoke:
         for ds in p["datasets"].values():
             ds["per_class"], ds["image_size"] = 12, 16
