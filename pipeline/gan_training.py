@@ -167,12 +167,23 @@ class EpochMeasures(keras.callbacks.Callback):
 
 
 def build_dcgan(p: DcganParams, image_shape: tuple, num_classes: int, steps: int, seed: int) -> gans.DCGAN:
-    generator = gans.dcgan_generator(
-        image_shape, num_classes, p.latent_dim, p.generator_filters, p.conditional
-    )
+    def make_generator() -> keras.Model:
+        return gans.dcgan_generator(
+            image_shape, num_classes, p.latent_dim, p.generator_filters, p.conditional, p.upsampling
+        )
+
+    generator = make_generator()
     discriminator = gans.dcgan_discriminator(
-        image_shape, num_classes, p.discriminator_filters, p.conditional, p.dropout
+        image_shape,
+        num_classes,
+        p.discriminator_filters,
+        p.conditional,
+        p.dropout,
+        aux_classifier=p.aux_classifier_weight > 0,
     )
+    ema = None
+    if p.ema_decay:
+        ema = make_generator()
     model = gans.DCGAN(
         generator,
         discriminator,
@@ -182,6 +193,9 @@ def build_dcgan(p: DcganParams, image_shape: tuple, num_classes: int, steps: int
         p.instance_noise,
         total_steps=steps * p.epochs,
         seed=seed,
+        aux_weight=p.aux_classifier_weight,
+        ema_generator=ema,
+        ema_decay=p.ema_decay,
     )
     return model
 

@@ -411,6 +411,18 @@ class DcganParams(GanParams):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     label_smoothing: float = Field(0.1, ge=0.0, lt=0.5)
     instance_noise: float = Field(0.1, ge=0.0, le=2.0)
+    upsampling: Literal["transpose", "upsample"] = "transpose"
+    aux_classifier_weight: float = Field(0.0, ge=0.0, le=100.0)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _aux_needs_labels(self) -> DcganParams:
+        if self.aux_classifier_weight and not self.conditional:
+            raise ValueError(
+                "aux_classifier_weight: the auxiliary class head needs conditional: true "
+                "(the generator must know which class to draw); valid: 0 or conditional: true"
+            )
+        return self
 
 
 class CycleganParams(GanParams):

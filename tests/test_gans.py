@@ -29,6 +29,10 @@ def test_dcgan_networks_shapes():
     plain = gans.dcgan_generator((32, 32, 1), 5, latent_dim=8, filters=(16, 8, 4), conditional=False)
     assert plain.get_layer("bottleneck").output.shape[1:] == (4, 4, 16)  # 32 / 2**3
     assert plain.output.shape[1:] == (32, 32, 1)
+    resized = gans.dcgan_generator(SHAPE, 5, latent_dim=8, filters=(16, 8), upsampling="upsample")
+    assert resized.get_layer("up2_upsample").output.shape[1:] == (16, 16, 16)
+    assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in resized.layers)
+    assert np.asarray(resized([z, labels])).shape == (3, *SHAPE)
     with pytest.raises(ValueError, match="divides by 32"):
         gans.dcgan_generator(SHAPE, 5, filters=(8, 8, 8, 8, 8))
 
@@ -82,6 +86,35 @@ def test_dcgan_train_step_moves_both_networks():
     assert set(history) >= {"d_loss", "g_loss", "d_real"}
     assert np.isfinite(history["d_loss"][0]) and np.isfinite(history["g_loss"][0])
     assert _moved(before_g, g) and _moved(before_d, d)
+
+
+def test_aux_classifier_head_and_ema_generator():
+    """AC-GAN: the discriminator's class head has one logit per class and learns real images' classes
+    (its loss is reported and falls); the EMA generator follows the generator, is not it, and samples."""
+    keras.utils.set_random_seed(0)
+    g = gans.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
+    ema = gans.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
+    d = gans.dcgan_discriminator(SHAPE, 2, filters=(4, 8), conditional=True, dropout=0.0, aux_classifier=True)
+    labels = np.array([[0], [1], [1]], "int32")
+    logit, classes = d([np.zeros((3, *SHAPE), "float32"), labels])
+    assert logit.shape == (3, 1) and classes.shape == (3, 2)
+    model = gans.DCGAN(g, d, 8, True, total_steps=8, aux_weight=1.0, ema_generator=ema, ema_decay=0.9)
+    assert model.sampler is ema
+    np.testing.assert_allclose(_weights(ema)[0], _weights(g)[0])  # starts as a copy
+    model.compile(g_optimizer=_adam(), d_optimizer=_adam(), jit_compile=False)
+    # Class 0 dark, class 1 bright: a head that learns anything separates them within a few steps.
+    y = np.arange(16) % 2
+    x = np.where(y[:, None, None, None] == 1, 230, 20).astype(np.uint8) * np.ones((16, *SHAPE), np.uint8)
+    history = model.fit(x, y, batch_size=8, epochs=4, verbose=0).history
+    assert history["aux_loss"][-1] < history["aux_loss"][0]
+    moved_g, averaged = _weights(g), _weights(ema)
+    # The average lags behind the generator it follows.
+    assert not np.allclose(moved_g[0], averaged[0])
+    assert np.asarray(ema([np.zeros((2, 8), "float32"), labels[:2]])).shape == (2, *SHAPE)
+    with pytest.raises(UserError, match=r"dcgans\.dcgan: aux_classifier_weight: .*conditional: true"):
+        raw = tiny(project_params())
+        raw["dcgans"]["dcgan"].update(conditional=False, aux_classifier_weight=1.0)
+        parse(raw)
 
 
 def test_cyclegan_train_step_moves_all_four_networks():

@@ -81,13 +81,15 @@ def main() -> None:
             )
             model = gan_training.build_dcgan(p, shape, len(classes), len(data), params.seed)
             scorer = fid.FidScorer(tx, args.weights)
-            nets = {"generator": model.generator, "discriminator": model.discriminator}
+            # The sampler (the EMA generator if dcgans.<name>.ema_decay is set) is what is measured,
+            # shown and saved as generator.keras, from the first epoch on.
+            nets = {"generator": model.sampler, "discriminator": model.discriminator}
 
             def measure() -> dict[str, float]:
-                return {fid.METRIC: scorer(gan_training.dcgan_sample(model.generator, p, ty, params.seed))}
+                return {fid.METRIC: scorer(gan_training.dcgan_sample(model.sampler, p, ty, params.seed))}
 
             def grid(path: Path) -> None:
-                gan_training.dcgan_grid(model.generator, p, classes, params.seed, path, title)
+                gan_training.dcgan_grid(model.sampler, p, classes, params.seed, path, title)
     except ValueError as exc:  # hyperparameters that do not fit the images, e.g. too many stride-2 steps
         raise UserError(
             f"{'cyclegans' if cycle else 'dcgans'}.{args.name}: {exc} (dataset '{p.dataset}')"
