@@ -86,13 +86,7 @@ def model_section(params: Params, name: str, reports: Path, models: Path) -> Sec
     p = params.model(name)
     section = Section(f"model-{name}", f"{name}", f"{p.architecture} on {p.dataset}")
     hyper = {k: v for k, v in p.model_dump().items() if k not in ("dataset", "architecture")}
-    section.tables.append(("params.yaml", ["key", "value"], [[k, _plain(v)] for k, v in hyper.items()]))
-    metrics = _read_json(reports / name / "metrics.json")
-    if isinstance(metrics, dict):
-        section.tables[:0] = metric_tables(metrics)
-    else:
-        section.notes.append(f"no {reports / name / 'metrics.json'} yet: run the evaluate stage")
-    section.figures = figures_in(reports / name)
+    _add_params_results(section, hyper, reports / name, "evaluate")
     model_file = models / name / "model.keras"
     if not model_file.is_file():
         section.notes.append(f"no trained model at {model_file}")
@@ -138,14 +132,19 @@ def gan_section(params: Params, name: str, reports: Path) -> Section:
     data = f"{gan.dataset} <-> {gan.target}" if kind == "cyclegan" else gan.dataset
     section = Section(f"gan-{name}", name, f"{kind} on {data}")
     hyper = {k: v for k, v in gan.model_dump().items() if k not in ("dataset", "target")}
+    _add_params_results(section, hyper, reports / name, f"{kind}_evaluate")
+    return section
+
+
+def _add_params_results(section: Section, hyper: dict, folder: Path, evaluate_stage: str) -> None:
+    """The entry's params table, its metrics.json as tables before it (or a note), its figures."""
     section.tables.append(("params.yaml", ["key", "value"], [[k, _plain(v)] for k, v in hyper.items()]))
-    metrics = _read_json(reports / name / "metrics.json")
+    metrics = _read_json(folder / "metrics.json")
     if isinstance(metrics, dict):
         section.tables[:0] = metric_tables(metrics)
     else:
-        section.notes.append(f"no {reports / name / 'metrics.json'} yet: run the {kind}_evaluate stage")
-    section.figures = figures_in(reports / name)
-    return section
+        section.notes.append(f"no {folder / 'metrics.json'} yet: run the {evaluate_stage} stage")
+    section.figures = figures_in(folder)
 
 
 def lecture_section(reports: Path) -> Section:
