@@ -13,7 +13,10 @@ venv: $(STAMP)
 $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check "uv==$$(sed -n 's/^uv==//p' requirements.lock)"
-	$(VENV)/bin/uv pip install --python $(VENV)/bin/python -r requirements.lock
+	# --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (as on
+	# our CI machines) Python never writes them either, so every stage's process recompiled TensorFlow
+	# and Keras from source: `import keras` took 9.5 s instead of 3.8 s.
+	$(VENV)/bin/uv pip install --compile-bytecode --python $(VENV)/bin/python -r requirements.lock
 	touch $@
 
 repro: venv
