@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.bench.common import Config, Row, child_json, median
+from pipeline.bench.common import Config, Row, child_json, measured, median
 
 
 def run(cfg: Config, work: Path) -> list[Row]:
@@ -27,6 +27,7 @@ def run(cfg: Config, work: Path) -> list[Row]:
         ]
     )
     pipe, bare = median(res["pipeline"]), median(res["bare"])
+    measured["tensorflow_pipeline_images_per_s"] = pipe
     setting = f"cnn, {cfg.train_images} images {cfg.image_size}x{cfg.image_size}, {cfg.epochs} epochs"
     log_share = median(res["log_seconds_per_epoch"]) / median(res["pipeline_epoch_seconds"]) * 100
     return [
