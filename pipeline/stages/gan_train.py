@@ -63,7 +63,7 @@ def main() -> None:
             tx, btx = tx[:n], btx[:n]
             scorer = fid.FidScorer(tx, args.weights)
             scorer_b = fid.FidScorer(btx, args.weights)
-            data = gan_training.UnpairedBatches(x, bx, p.batch_size, params.seed, params.runtime.workers)
+            data = gan_training.UnpairedBatches(x, bx, p.batch_size, params.seed)
             model = gan_training.build_cyclegan(p, shape)
             nets = {"g_ab": model.g_ab, "g_ba": model.g_ba, "d_a": model.d_a, "d_b": model.d_b}
             shown = slice(0, p.grid)
@@ -76,9 +76,7 @@ def main() -> None:
                 gan_training.cycle_grid(model.g_ab, model.g_ba, tx[shown], btx[shown], names, path, title)
         else:
             classes = manifest["classes"]
-            data = training.ArrayBatches(
-                x, y, p.batch_size, True, params.seed, len(classes), params.runtime.workers, sparse=True
-            )
+            data = training.ArrayBatches(x, y, p.batch_size, True, params.seed, len(classes), sparse=True)
             model = gan_training.build_dcgan(p, shape, len(classes), len(data), params.seed)
             scorer = fid.FidScorer(tx, args.weights)
             # The sampler (the EMA generator if dcgans.<name>.ema_decay is set) is what is measured,

@@ -39,12 +39,10 @@ def main() -> None:
     vx, vy = load_split(args.data, "val")
     if len(vx) == 0:
         raise UserError(f"datasets.{p.dataset}: the val split is empty; raise val_fraction or add images")
-    workers = params.runtime.workers
-    train_data = training.ArrayBatches(
-        x, y, p.batch_size, True, params.seed, len(classes), workers, sparse=segmentation
-    )
+    n_classes = len(classes)
+    train_data = training.ArrayBatches(x, y, p.batch_size, True, params.seed, n_classes, sparse=segmentation)
     val_data = training.ArrayBatches(
-        vx, vy, max(p.batch_size, 256), False, params.seed, len(classes), workers, sparse=segmentation
+        vx, vy, max(p.batch_size, 256), False, params.seed, n_classes, sparse=segmentation
     )
     loss, metrics, extra = segmentation_objective(p, manifest) if segmentation else (None, None, {})
     checkpoints = training.Checkpoints(args.checkpoints, fingerprint(params, args.name, manifest, len(x)))
