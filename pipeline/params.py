@@ -87,6 +87,8 @@ class ShapesDataset(DatasetBase):
     noise: float = Field(0.05, ge=0.0, le=0.5)
     min_intensity: float = Field(0.6, gt=0.0, le=1.0)
     max_stroke: int = Field(2, ge=1, le=8)
+    # random: anywhere in the image (the lecture's translation task); centered: bounding box centred
+    placement: Literal["random", "centered"] = "random"
 
     @model_validator(mode="after")
     def _classes_ok(self) -> ShapesDataset:
@@ -401,7 +403,8 @@ class GanParams(Strict):
 
 
 class DcganParams(GanParams):
-    """A DCGAN on one classification dataset; `classifier` (a model on that dataset) judges its samples."""
+    """A DCGAN on one classification dataset; `classifier` (a model on that dataset, or on one with the
+    same classes: see _same_labels) judges its samples."""
 
     classifier: str
     conditional: bool = True
@@ -666,13 +669,33 @@ def _check_classifier(params: Params, name: str, gan: DcganParams, source: str) 
     fits = [
         n
         for n, m in params.models.items()
-        if m.dataset == gan.dataset and not isinstance(m, SegmentationParams) and getattr(m, "dims", 2) == 2
+        if _same_labels(params, m.dataset, gan.dataset)
+        and not isinstance(m, SegmentationParams)
+        and getattr(m, "dims", 2) == 2
     ]
     if gan.classifier not in fits:
         raise UserError(
             f"{source}: dcgans.{name}.classifier: '{gan.classifier}' is not a 2D classifier in models "
-            f"trained on dataset '{gan.dataset}'; valid: {', '.join(fits) or '(none)'}"
+            f"trained on dataset '{gan.dataset}' or on one drawing the same classes; "
+            f"valid: {', '.join(fits) or '(none)'}"
         )
+
+
+def _same_labels(params: Params, a: str, b: str) -> bool:
+    """Whether label i of dataset a means what it means in b: the same dataset, or two shapes datasets
+    drawing the same classes in the same order at the same size (placement may differ: a CNN trained
+    on figures anywhere judges centred ones; gan_evaluate reports its accuracy on them)."""
+    if a == b:
+        return True
+    da, db = params.datasets.get(a), params.datasets.get(b)
+    shapes = isinstance(da, ShapesDataset) and isinstance(db, ShapesDataset)
+    return (
+        shapes
+        and da.positive is None
+        and db.positive is None
+        and da.classes == db.classes
+        and da.image_size == db.image_size
+    )
 
 
 def _describe(exc: ValidationError, root: type[BaseModel], prefix: tuple, source: str) -> str:

@@ -138,6 +138,17 @@ def test_params_name_the_bad_gan_key():
     raw["dcgans"]["dcgan"]["classifier"] = "mlp_typo"
     with pytest.raises(UserError, match=r"dcgans\.dcgan\.classifier: 'mlp_typo' is not a 2D classifier"):
         parse(raw)
+    # The default DCGAN draws centred shapes and is judged by the cnn of shapes: same classes, same order.
+    assert raw["dcgans"]["dcgan"]["dataset"] != raw["models"]["cnn"]["dataset"]
+    raw = tiny(project_params())
+    classes = raw["datasets"]["shapes_centered"]["classes"]
+    raw["datasets"]["shapes_centered"]["classes"] = classes[1:] + classes[:1]  # label i means another figure
+    with pytest.raises(
+        UserError,
+        match=r"dcgans\.dcgan\.classifier: 'cnn' is not a 2D classifier in models trained on dataset "
+        r"'shapes_centered' or on one drawing the same classes; valid: \(none\)",
+    ):
+        parse(raw)
     raw = tiny(project_params())
     raw["cyclegans"]["cyclegan"]["target"] = "spectra"
     with pytest.raises(

@@ -21,10 +21,12 @@ def has_slash_run(mask: np.ndarray, length: int = STROKE) -> bool:
     return bool(hit.any())
 
 
-def figure(kind: str, index: int, size: int, max_stroke: int) -> np.ndarray:
+def figure(kind: str, index: int, size: int, max_stroke: int, placement: str = "random") -> np.ndarray:
     """The drawn figure of one sample as a mask: rendered without noise, above the background's range."""
     rng = np.random.default_rng([7, SHAPE_CLASSES.index(kind), index])
-    img = shapes.render(kind, rng, size, noise=0.0, min_intensity=0.6, max_stroke=max_stroke)
+    img = shapes.render(
+        kind, rng, size, noise=0.0, min_intensity=0.6, max_stroke=max_stroke, placement=placement
+    )
     # Background is at most 0.15 of full scale and figures at least 0.6: cut half-way.
     return img > 0.375 * 255
 
@@ -43,9 +45,10 @@ def test_detector_on_hand_drawn_masks():
 
 @pytest.mark.parametrize("size", [16, 32])
 @pytest.mark.parametrize("max_stroke", [1, 2, 3])
-def test_only_angles_have_a_slash_stroke(size, max_stroke):
+@pytest.mark.parametrize("placement", ["random", "centered"])
+def test_only_angles_have_a_slash_stroke(size, max_stroke, placement):
     for kind in SHAPE_CLASSES:
-        found = [has_slash_run(figure(kind, i, size, max_stroke)) for i in range(80)]
+        found = [has_slash_run(figure(kind, i, size, max_stroke, placement)) for i in range(80)]
         if kind == "angle":
             assert all(found), f"an angle without a '/' stroke at size {size}: sample {found.index(False)}"
         else:
@@ -94,3 +97,33 @@ def test_each_image_depends_only_on_seed_class_and_index():
     other_seed = shapes_source(small, seed=4)
     assert not np.array_equal(a.load(ring_in_a[0]), other_seed.load(ring_in_a[0]))
     assert a.load(0).shape == (16, 16, 1) and a.load(0).dtype == np.uint8
+
+
+def bounding_box_centre(mask: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(mask)
+    return np.array([rows.min() + rows.max(), cols.min() + cols.max()]) / 2
+
+
+@pytest.mark.parametrize("kind", ["angle", "line", "cross", "ring"])
+def test_centered_placement_centres_each_figure_and_random_spreads_them(kind):
+    middle = (32 - 1) / 2
+    centred = np.array([bounding_box_centre(figure(kind, i, 32, 2, "centered")) for i in range(60)])
+    spread = np.array([bounding_box_centre(figure(kind, i, 32, 2, "random")) for i in range(60)])
+    # Within the stroke width and one pixel of rounding of the middle; random ones wander far off.
+    assert np.abs(centred - middle).max() <= 2.0
+    assert np.abs(spread - middle).max() > 6.0
+
+
+def test_centered_placement_moves_the_same_figure():
+    # The start point is each drawer's last random draw, so one (seed, class, index) draws the same
+    # figure under both placements, only translated.
+    for kind in ("angle", "line", "cross", "ring"):
+        compared = 0
+        for i in range(20):
+            centred, anywhere = figure(kind, i, 32, 2, "centered"), figure(kind, i, 32, 2, "random")
+            if anywhere[[0, -1]].any() or anywhere[:, [0, -1]].any():
+                continue  # a thick ring placed at random can lose pixels at the border
+            (r0, c0), (r1, c1) = (np.argwhere(m).min(axis=0) for m in (centred, anywhere))
+            np.testing.assert_array_equal(np.roll(anywhere, (r0 - r1, c0 - c1), axis=(0, 1)), centred)
+            compared += 1
+        assert compared >= 15, kind

@@ -68,7 +68,7 @@ def shapes_source(ds: ShapesDataset, seed: int) -> Source:
     def load(k: int) -> np.ndarray:
         _, kind, i = plan[k]
         rng = np.random.default_rng([seed, SHAPE_CLASSES.index(kind), i])
-        img = shapes.render(kind, rng, ds.image_size, ds.noise, ds.min_intensity, ds.max_stroke)
+        img = shapes.render(kind, rng, ds.image_size, ds.noise, ds.min_intensity, ds.max_stroke, ds.placement)
         return img[..., None]
 
     source = Source(

@@ -4,6 +4,8 @@ Classes follow the lecture's "find images with an angle": every `angle` carries 
 stroke (the feature its hand-made 3x3 filter detects), and no other class has one. Lines are
 horizontal, vertical or '\\'; crosses are '+'; rings are small circles; `noise` is background only.
 Each image depends only on (seed, class, index), so generation streams and is reproducible.
+Figures are placed at random (`placement="random"`, the lecture's translation task) or with their
+bounding box centred (`"centered"`: the DCGAN's images, see params.yaml datasets.shapes_centered).
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ def render(
     noise: float = 0.05,
     min_intensity: float = 0.6,
     max_stroke: int = 2,
+    placement: str = "random",
 ) -> np.ndarray:
     """One image of class `kind` as uint8 (size, size)."""
     canvas = np.zeros((size, size), np.float32)
     intensity = rng.uniform(min_intensity, 1.0)
     width = int(rng.integers(1, max_stroke + 1))
     draw = _DRAWERS[kind]
-    draw(canvas, rng, size, width, intensity)
+    draw(canvas, rng, size, width, intensity, placement == "centered")
     if kind != "angle":
         # A ring's arc where its tangent is '/' (and any stroke thicker than 2) is a '/' run of 5+
         # pixels: the one feature that must tell angles apart. One-pixel nicks keep that true.
@@ -78,15 +81,25 @@ def _length(rng: np.random.Generator, size: int) -> int:
 
 
 def _start(
-    rng: np.random.Generator, size: int, extent_r: tuple[int, int], extent_c: tuple[int, int], width: int
+    rng: np.random.Generator,
+    size: int,
+    extent_r: tuple[int, int],
+    extent_c: tuple[int, int],
+    width: int,
+    centered: bool = False,
 ):
-    """A start point such that rows r+extent_r and columns c+extent_c (plus the width) stay inside."""
+    """A start point such that rows r+extent_r and columns c+extent_c (plus the width) stay inside:
+    drawn at random, or the one that centres the figure's bounding box (no random draw)."""
     lo_r, hi_r = -min(extent_r[0], 0), size - 1 - max(extent_r[1], 0) - width
     lo_c, hi_c = -min(extent_c[0], 0), size - 1 - max(extent_c[1], 0) - width
+    if centered:
+        r = (size - 1 - extent_r[0] - extent_r[1] - width) // 2
+        c = (size - 1 - extent_c[0] - extent_c[1] - width) // 2
+        return min(max(r, lo_r), max(lo_r, hi_r)), min(max(c, lo_c), max(lo_c, hi_c))
     return int(rng.integers(lo_r, max(lo_r, hi_r) + 1)), int(rng.integers(lo_c, max(lo_c, hi_c) + 1))
 
 
-def _draw_angle(canvas, rng, size, width, value):
+def _draw_angle(canvas, rng, size, width, value, centered):
     """A '/' arm plus a second arm (horizontal, vertical or '\\') meeting it at one end."""
     n = _length(rng, size)
     m = _length(rng, size)
@@ -99,34 +112,34 @@ def _draw_angle(canvas, rng, size, width, value):
     end2 = (joint[0] + step2[0] * (m - 1), joint[1] + step2[1] * (m - 1))
     rows = (min(-(n - 1), end2[0]), max(0, end2[0]))
     cols = (min(0, end2[1]), max(n - 1, end2[1]))
-    r, c = _start(rng, size, rows, cols, width)
+    r, c = _start(rng, size, rows, cols, width, centered)
     _stroke(canvas, r, c, SLASH, n, width, value)
     _stroke(canvas, r + joint[0], c + joint[1], step2, m, width, value)
 
 
-def _draw_line(canvas, rng, size, width, value):
+def _draw_line(canvas, rng, size, width, value, centered):
     step = [HORIZONTAL, VERTICAL, BACKSLASH][int(rng.integers(3))]
     n = _length(rng, size) + size // 8
-    r, c = _start(rng, size, (0, step[0] * (n - 1)), (0, step[1] * (n - 1)), width)
+    r, c = _start(rng, size, (0, step[0] * (n - 1)), (0, step[1] * (n - 1)), width, centered)
     _stroke(canvas, r, c, step, n, width, value)
 
 
-def _draw_cross(canvas, rng, size, width, value):
+def _draw_cross(canvas, rng, size, width, value, centered):
     half = _length(rng, size) // 2
-    r, c = _start(rng, size, (-half, half), (-half, half), width)
+    r, c = _start(rng, size, (-half, half), (-half, half), width, centered)
     _stroke(canvas, r, c - half, HORIZONTAL, 2 * half + 1, width, value)
     _stroke(canvas, r - half, c, VERTICAL, 2 * half + 1, width, value)
 
 
-def _draw_ring(canvas, rng, size, width, value):
+def _draw_ring(canvas, rng, size, width, value, centered):
     radius = int(rng.integers(3, max(4, size // 5) + 1))
-    r, c = _start(rng, size, (-radius, radius), (-radius, radius), width)
+    r, c = _start(rng, size, (-radius, radius), (-radius, radius), width, centered)
     for k in range(width):
         rr, cc = circle_perimeter(r, c, radius + k, shape=canvas.shape)
         canvas[rr, cc] = value
 
 
-def _draw_noise(canvas, rng, size, width, value):
+def _draw_noise(canvas, rng, size, width, value, centered):
     """Background only."""
 
 

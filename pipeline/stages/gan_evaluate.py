@@ -82,6 +82,12 @@ def main() -> None:
             )
         classifier = keras.saving.load_model(args.classifier / "model.keras")
         classes = read_manifest(args.data)["classes"]
+        if classifier.output_shape[-1] != len(classes):
+            raise UserError(
+                f"dcgans.{args.name}.classifier: models.{p.classifier} predicts "
+                f"{classifier.output_shape[-1]} classes, dataset '{p.dataset}' has {len(classes)} "
+                f"({', '.join(classes)}); retrain it on a dataset with these classes"
+            )
         samples = gan_training.dcgan_sample(generator, p, ty, params.seed)
         scorer = fid.FidScorer(tx, args.weights)
         value = scorer(samples)
