@@ -185,6 +185,8 @@ def test_repro_trains_and_measures_the_dcgan(make_repo, dvc):
     assert dc["fid_lite0"] > 0
     assert 0.0 <= dc["label_accuracy"] <= 1.0
     assert set(dc["per_class_label_accuracy"]) == set(params["datasets"]["shapes"]["classes"])
+    assert set(dc["per_class_diversity"]) == set(dc["per_class_label_accuracy"])
+    assert dc["diversity"] > 0
     assert (repo / "reports/dcgan/samples.png").stat().st_size > 1000
     assert (repo / "reports/dcgan/fid.png").is_file()
 
@@ -197,6 +199,22 @@ def test_repro_trains_and_measures_the_dcgan(make_repo, dvc):
     assert runs["dcgan"].data.metrics["test_label_accuracy"] == pytest.approx(dc["label_accuracy"])
     images = [f.path for f in client.list_artifacts(dcgan_run, "images")]
     assert any("samples" in p and "step+0" in p for p in images)  # the epoch's grid as an MLflow image
+
+
+def test_diversity_is_one_for_real_images_and_zero_for_one_figure_per_class():
+    from pipeline.stages.gan_evaluate import diversity, spread
+
+    assert spread(np.array([[0.0, 0.0], [3.0, 4.0]])) == pytest.approx(5.0)
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(20, 8))
+    groups = [("a", np.arange(20) < 10), ("b", np.arange(20) >= 10), ("c", np.arange(20) == 0)]
+    assert diversity(real, real, groups) == {"a": pytest.approx(1.0), "b": pytest.approx(1.0), "c": None}
+    collapsed = real.copy()
+    collapsed[:10] = real[0]  # class a: the same sample ten times
+    spread_out = real * 2.0  # class b: twice as far apart as the real images
+    mixed = np.where((np.arange(20) < 10)[:, None], collapsed, spread_out)
+    d = diversity(mixed, real, groups)
+    assert d["a"] == pytest.approx(0.0, abs=1e-6) and d["b"] == pytest.approx(2.0)
 
 
 def test_cycle_measures_and_unpaired_batches():

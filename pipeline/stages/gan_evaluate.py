@@ -21,6 +21,27 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"}
 
 
+def spread(features: np.ndarray) -> float:
+    """Mean Euclidean distance between two different rows: how varied a set is in feature space."""
+    f = np.asarray(features, np.float64)
+    if len(f) < 2:
+        return float("nan")
+    sq = np.sum(f * f, axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * f @ f.T, 0.0)
+    return float(np.sqrt(d2)[np.triu_indices(len(f), k=1)].mean())
+
+
+def diversity(sample_features: np.ndarray, real_features: np.ndarray, groups) -> dict:
+    """Per group (class): the samples' spread over the real images' spread. 1 is as varied as the real
+    images; a generator that draws one figure per class scores near 0, which the label accuracy
+    cannot show."""
+    out = {}
+    for name, mask in groups:
+        real = spread(real_features[mask]) if mask.sum() > 1 else 0.0
+        out[name] = spread(sample_features[mask]) / real if real > 0 else None  # None: nothing to compare
+    return out
+
+
 def main() -> None:
     ap = parser(__doc__, "dcgans or cyclegans")
     ap.add_argument("--data", type=Path, required=True, help="prepared dataset (domain a for a CycleGAN)")
@@ -90,7 +111,8 @@ def main() -> None:
             )
         samples = gan_training.dcgan_sample(generator, p, ty, params.seed)
         scorer = fid.FidScorer(tx, args.weights)
-        value = scorer(samples)
+        sample_features = scorer.features(samples)
+        value = fid.features_distance(sample_features, scorer.reference)
         vx = np.asarray(load_split(args.data, "val")[0])[: len(tx)]
         predicted = training.predict_proba(classifier, samples).argmax(axis=1)
         real = training.predict_proba(classifier, tx).argmax(axis=1)
@@ -108,15 +130,27 @@ def main() -> None:
             "samples_shown_per_class": {c: float(np.mean(predicted == i)) for i, c in enumerate(classes)},
             "test_images": len(tx),
         }
+        groups = (
+            [(c, ty == i) for i, c in enumerate(classes)]
+            if p.conditional
+            else [("all", np.ones(len(ty), bool))]
+        )
+        per_group = diversity(sample_features, scorer.reference, groups)
+        known = [v for v in per_group.values() if v is not None]
+        # The least varied class: a mean let over-dispersed noise images hide a collapsed class.
+        summary["diversity"] = float(min(known)) if known else None
         if p.conditional:
+            summary["per_class_diversity"] = per_group
             summary["label_accuracy"] = float(np.mean(predicted == ty))
             summary["per_class_label_accuracy"] = {
                 c: float(np.mean(predicted[ty == i] == i)) if np.any(ty == i) else None
                 for i, c in enumerate(classes)
             }
-        line = f"{fid.METRIC} {value:.3f} (first epoch {history[fid.METRIC][0]:.3f})" + (
-            f"; {summary['label_accuracy']:.3f} of samples classified as their label" if p.conditional else ""
-        )
+        line = f"{fid.METRIC} {value:.3f} (first epoch {history[fid.METRIC][0]:.3f})"
+        if summary["diversity"] is not None:
+            line += f"; diversity {summary['diversity']:.2f} of the real images' (least varied class)"
+        if p.conditional:
+            line += f"; {summary['label_accuracy']:.3f} of samples classified as their label"
     args.reports.mkdir(parents=True, exist_ok=True)
     write_json(args.reports / "metrics.json", summary)
 
