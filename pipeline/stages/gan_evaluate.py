@@ -23,12 +23,9 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 def spread(features: np.ndarray) -> float:
     """Mean Euclidean distance between two different rows: how varied a set is in feature space."""
-    f = np.asarray(features, np.float64)
-    if len(f) < 2:
-        return float("nan")
-    sq = np.sum(f * f, axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * f @ f.T, 0.0)
-    return float(np.sqrt(d2)[np.triu_indices(len(f), k=1)].mean())
+    from scipy.spatial.distance import pdist
+
+    return float(pdist(np.asarray(features, np.float64)).mean()) if len(features) > 1 else float("nan")
 
 
 def diversity(sample_features: np.ndarray, real_features: np.ndarray, groups) -> dict:
@@ -103,11 +100,14 @@ def main() -> None:
             )
         classifier = keras.saving.load_model(args.classifier / "model.keras")
         classes = read_manifest(args.data)["classes"]
-        if classifier.output_shape[-1] != len(classes):
+        # predict_proba's columns are the classes the classifier tells apart (one sigmoid unit: two).
+        real_proba = training.predict_proba(classifier, tx)
+        predicts = real_proba.shape[1]
+        if predicts != len(classes):
             raise UserError(
-                f"dcgans.{args.name}.classifier: models.{p.classifier} predicts "
-                f"{classifier.output_shape[-1]} classes, dataset '{p.dataset}' has {len(classes)} "
-                f"({', '.join(classes)}); retrain it on a dataset with these classes"
+                f"dcgans.{args.name}.classifier: models.{p.classifier} predicts {predicts} classes, "
+                f"dataset '{p.dataset}' has {len(classes)} ({', '.join(classes)}); "
+                "retrain it on a dataset with these classes"
             )
         samples = gan_training.dcgan_sample(generator, p, ty, params.seed)
         scorer = fid.FidScorer(tx, args.weights)
@@ -115,7 +115,7 @@ def main() -> None:
         value = fid.features_distance(sample_features, scorer.reference)
         vx = np.asarray(load_split(args.data, "val")[0])[: len(tx)]
         predicted = training.predict_proba(classifier, samples).argmax(axis=1)
-        real = training.predict_proba(classifier, tx).argmax(axis=1)
+        real = real_proba.argmax(axis=1)
         summary = {
             "fid": fid.NAME,
             fid.METRIC: value,
