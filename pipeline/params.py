@@ -570,7 +570,7 @@ def _check_references(params: Params, source: str) -> None:
     _check_dims(params, source)
     _check_lecture(params, source)
     _check_gans(params, source)
-    # Transform names and arguments are checked against albumentations by pipeline.augment.
+    # Transform names and arguments are checked against albumentations by pipeline.data.augment.
 
 
 def _check_task(name: str, model: TrainParams, ds: DatasetBase, source: str) -> None:

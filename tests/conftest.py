@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import sandbox
-from pipeline.sandbox import BIN, ROOT, only, project_params  # noqa: F401 - shared with the test modules
+from pipeline.tools import sandbox
+from pipeline.tools.sandbox import BIN, ROOT, only, project_params  # noqa: F401 - shared with the test modules
 
 stage_env = sandbox.child_env
 

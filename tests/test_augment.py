@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import augment
+from pipeline.data import augment
 from pipeline.errors import UserError
 from pipeline.params import Augment, Transform
 

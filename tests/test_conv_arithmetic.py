@@ -8,7 +8,7 @@ import pytest
 import yaml
 from keras import layers
 
-from pipeline.conv_arithmetic import format_table, layer_shapes, output_size
+from pipeline.lecture.conv_arithmetic import format_table, layer_shapes, output_size
 
 
 def test_lecture_example_256_to_125():
@@ -118,7 +118,7 @@ def test_receptive_field_is_what_the_network_really_sees():
 
 
 def test_shapes_command_prints_every_layer(tmp_path, monkeypatch, capsys):
-    """`python -m pipeline.shapes <model>` on a dataset not prepared yet: shape from the dataset's params."""
+    """`python -m pipeline.lecture.layer_table <model>` on a dataset not prepared yet: shape from the dataset's params."""
     from conftest import project_params
 
     from pipeline import shapes

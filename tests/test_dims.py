@@ -204,7 +204,8 @@ def test_prepare_writes_sequences_videos_and_frames(prepared):
 
 @pytest.mark.parametrize("name", ["spectra", "motion"])
 def test_augment_and_preview_on_rows_that_are_not_images(prepared, tmp_path, name):
-    from pipeline import augment, plots
+    from pipeline import plots
+    from pipeline.data import augment
     from pipeline.data.arrays import load_split
     from pipeline.params import Augment, Transform
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline import sandbox
+from pipeline.tools import sandbox
 from tests.chromium import CHROMIUM, render_in_chromium
 from tests.conftest import BIN, only, project_params, run, tiny
 

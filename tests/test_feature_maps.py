@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import feature_maps
+from pipeline.lecture import feature_maps
 from pipeline.models import build
 
 

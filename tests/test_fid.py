@@ -54,7 +54,7 @@ def test_self_is_zero_and_different_distributions_are_not(features):
 def test_extractor_tells_real_images_apart(tmp_path):
     """On the real ImageNet weights: grayscale shapes score near 0 against themselves and clearly
     above that against noise; the features are the 1280 pooled channels of the backbone."""
-    from pipeline.weights_import import LITE0_WEIGHTS_FILE, import_efficientnet_lite0
+    from pipeline.models.weights_import import LITE0_WEIGHTS_FILE, import_efficientnet_lite0
 
     import_efficientnet_lite0().save_weights(tmp_path / LITE0_WEIGHTS_FILE)
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import filters
+from pipeline.lecture import filters
 from pipeline.data import shapes
 
 # The lecture's worked example uses two neighbourhoods (pixel values 0..1):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import gans
+from pipeline.models import cyclegan, dcgan
 from pipeline.errors import UserError
 from pipeline.params import parse
 from tests.conftest import only, project_params, tiny
@@ -19,27 +19,27 @@ SHAPE = (16, 16, 1)
 
 
 def test_dcgan_networks_shapes():
-    g = gans.dcgan_generator(SHAPE, 5, latent_dim=8, filters=(16, 8), conditional=True)
-    d = gans.dcgan_discriminator(SHAPE, 5, filters=(8, 16), conditional=True)
+    g = dcgan.dcgan_generator(SHAPE, 5, latent_dim=8, filters=(16, 8), conditional=True)
+    d = dcgan.dcgan_discriminator(SHAPE, 5, filters=(8, 16), conditional=True)
     z, labels = np.zeros((3, 8), "float32"), np.array([[0], [1], [4]], "int32")
     images = np.asarray(g([z, labels]))
     assert images.shape == (3, *SHAPE)
     assert images.min() >= -1.0 and images.max() <= 1.0  # tanh: the model range of to_model_range
     assert np.asarray(d([images, labels])).shape == (3, 1)
-    plain = gans.dcgan_generator((32, 32, 1), 5, latent_dim=8, filters=(16, 8, 4), conditional=False)
+    plain = dcgan.dcgan_generator((32, 32, 1), 5, latent_dim=8, filters=(16, 8, 4), conditional=False)
     assert plain.get_layer("bottleneck").output.shape[1:] == (4, 4, 16)  # 32 / 2**3
     assert plain.output.shape[1:] == (32, 32, 1)
-    resized = gans.dcgan_generator(SHAPE, 5, latent_dim=8, filters=(16, 8), upsampling="upsample")
+    resized = dcgan.dcgan_generator(SHAPE, 5, latent_dim=8, filters=(16, 8), upsampling="upsample")
     assert resized.get_layer("up2_upsample").output.shape[1:] == (16, 16, 16)
     assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in resized.layers)
     assert np.asarray(resized([z, labels])).shape == (3, *SHAPE)
     with pytest.raises(ValueError, match="divides by 32"):
-        gans.dcgan_generator(SHAPE, 5, filters=(8, 8, 8, 8, 8))
+        dcgan.dcgan_generator(SHAPE, 5, filters=(8, 8, 8, 8, 8))
 
 
 def test_cyclegan_networks_shapes():
-    g = gans.cyclegan_generator((32, 32, 1), filters=4, downsamplings=2, residual_blocks=2)
-    d = gans.patchgan_discriminator((32, 32, 1), filters=4, layers_=3)
+    g = cyclegan.cyclegan_generator((32, 32, 1), filters=4, downsamplings=2, residual_blocks=2)
+    d = cyclegan.patchgan_discriminator((32, 32, 1), filters=4, layers_=3)
     x = np.zeros((2, 32, 32, 1), "float32")
     assert np.asarray(g(x)).shape == (2, 32, 32, 1)
     assert g.get_layer("res2_add").output.shape[1:] == (8, 8, 16)  # the bottleneck: 32/4, 4*2*2 filters
@@ -48,7 +48,7 @@ def test_cyclegan_networks_shapes():
 
 def test_conditional_label_conditions_the_generator():
     keras.utils.set_random_seed(0)
-    g = gans.dcgan_generator(SHAPE, 5, latent_dim=8, filters=(16, 8), conditional=True)
+    g = dcgan.dcgan_generator(SHAPE, 5, latent_dim=8, filters=(16, 8), conditional=True)
     z = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
     same_z = np.repeat(z[:1], 5, axis=0)
     by_label = np.asarray(g([same_z, np.arange(5).reshape(-1, 1)], training=False))
@@ -74,9 +74,9 @@ def _adam():
 
 def test_dcgan_train_step_moves_both_networks():
     keras.utils.set_random_seed(0)
-    g = gans.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
-    d = gans.dcgan_discriminator(SHAPE, 2, filters=(4, 8), conditional=True, dropout=0.0)
-    model = gans.DCGAN(g, d, 8, True, label_smoothing=0.1, instance_noise=0.1, total_steps=2)
+    g = dcgan.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
+    d = dcgan.dcgan_discriminator(SHAPE, 2, filters=(4, 8), conditional=True, dropout=0.0)
+    model = dcgan.DCGAN(g, d, 8, True, label_smoothing=0.1, instance_noise=0.1, total_steps=2)
     model.compile(g_optimizer=_adam(), d_optimizer=_adam(), jit_compile=False)
     before_g, before_d = _weights(g), _weights(d)
     rng = np.random.default_rng(0)
@@ -92,13 +92,13 @@ def test_aux_classifier_head_and_ema_generator():
     """AC-GAN: the discriminator's class head has one logit per class and learns real images' classes
     (its loss is reported and falls); the EMA generator follows the generator, is not it, and samples."""
     keras.utils.set_random_seed(0)
-    g = gans.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
-    ema = gans.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
-    d = gans.dcgan_discriminator(SHAPE, 2, filters=(4, 8), conditional=True, dropout=0.0, aux_classifier=True)
+    g = dcgan.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
+    ema = dcgan.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
+    d = dcgan.dcgan_discriminator(SHAPE, 2, filters=(4, 8), conditional=True, dropout=0.0, aux_classifier=True)
     labels = np.array([[0], [1], [1]], "int32")
     logit, classes = d([np.zeros((3, *SHAPE), "float32"), labels])
     assert logit.shape == (3, 1) and classes.shape == (3, 2)
-    model = gans.DCGAN(g, d, 8, True, total_steps=8, aux_weight=1.0, ema_generator=ema, ema_decay=0.9)
+    model = dcgan.DCGAN(g, d, 8, True, total_steps=8, aux_weight=1.0, ema_generator=ema, ema_decay=0.9)
     assert model.sampler is ema
     np.testing.assert_allclose(_weights(ema)[0], _weights(g)[0])  # starts as a copy
     model.compile(g_optimizer=_adam(), d_optimizer=_adam(), jit_compile=False)
@@ -119,9 +119,9 @@ def test_aux_classifier_head_and_ema_generator():
 
 def test_cyclegan_train_step_moves_all_four_networks():
     keras.utils.set_random_seed(0)
-    nets = [gans.cyclegan_generator(SHAPE, 4, 1, 1, name=n) for n in ("g_ab", "g_ba")]
-    nets += [gans.patchgan_discriminator(SHAPE, 4, 2, name=n) for n in ("d_a", "d_b")]
-    model = gans.CycleGAN(*nets, cycle_weight=10.0, identity_weight=5.0)
+    nets = [cyclegan.cyclegan_generator(SHAPE, 4, 1, 1, name=n) for n in ("g_ab", "g_ba")]
+    nets += [cyclegan.patchgan_discriminator(SHAPE, 4, 2, name=n) for n in ("d_a", "d_b")]
+    model = cyclegan.CycleGAN(*nets, cycle_weight=10.0, identity_weight=5.0)
     model.compile(g_optimizer=_adam(), d_optimizer=_adam(), jit_compile=False)
     before = [_weights(n) for n in nets]
     rng = np.random.default_rng(0)
@@ -219,7 +219,7 @@ def test_diversity_is_one_for_real_images_and_zero_for_one_figure_per_class():
 
 def test_cycle_measures_and_unpaired_batches():
     """FID per direction and the cycle error: 0 for identity translators on identical domains."""
-    from pipeline import gan_training
+    from pipeline.tasks import cyclegan as gan_training
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (10, *SHAPE), dtype=np.uint8)

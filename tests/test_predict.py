@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import predict as P
+from pipeline.tools import predict as P
 from pipeline import training
 from pipeline.data.arrays import load_split
 from pipeline.data.folder import read_image
@@ -150,7 +150,7 @@ def test_user_errors_leave_no_csv(multi, binary, tmp_path):
 def run_predict(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.predict", *args],
+        [sys.executable, "-m", "pipeline.tools.predict", *args],
         cwd=ROOT,
         env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
         capture_output=True,

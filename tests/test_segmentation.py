@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import segmentation as seg
+from pipeline.tasks import segmentation as seg
 
 CLASSES = ["background", "muon", "alpha", "beta"]
 

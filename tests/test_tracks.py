@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline import augment
+from pipeline.data import augment
 from pipeline.data import tracks
 from pipeline.data.arrays import load_split
 from pipeline.data.prepare import prepare

@@ -8,11 +8,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import params as params_module
-from pipeline import tracking, training, transfer_training
+from pipeline import tracking, training
+from pipeline.tasks import transfer as transfer_training
 from pipeline.errors import UserError
 from pipeline.models import transfer
 from pipeline.params import Tracking, TransferParams
-from pipeline.weights_import import LITE0_WEIGHTS_FILE, import_efficientnet_lite0
+from pipeline.models.weights_import import LITE0_WEIGHTS_FILE, import_efficientnet_lite0
 
 # tf.data ignores eager mode (see `eager`) and says so at every fit.
 pytestmark = pytest.mark.filterwarnings("ignore:Even though the `tf.config.experimental_run_functions")

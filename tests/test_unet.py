@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import segmentation
+from pipeline.tasks import segmentation
 from pipeline.models import BUILDERS, build
 from pipeline.params import ARCHITECTURES, UnetParams, arch_kwargs
 

@@ -16,7 +16,7 @@ from pipeline.bench.common import ROOT, Config, Row, median
 
 
 def run(cfg: Config, work: Path) -> list[Row]:
-    from pipeline import augment
+    from pipeline.data import augment
     from pipeline import params as params_module
 
     params = params_module.load(ROOT / "params.yaml")

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.sandbox import BIN, ROOT, child_env, make_repo, project_params  # noqa: F401 - re-exported
+from pipeline.tools.sandbox import BIN, ROOT, child_env, make_repo, project_params  # noqa: F401 - re-exported
 
 # Figures one benchmark measured that a later one in the same invocation may reuse rather than
 # measure again (benchmark 6 takes benchmark 1's TensorFlow images/s).

@@ -25,7 +25,7 @@ from pipeline.bench.common import (
     project_params,
     run_child,
 )
-from pipeline.sandbox import only
+from pipeline.tools.sandbox import only
 
 
 def bench_params(cfg: Config) -> dict:

@@ -18,7 +18,8 @@ def main() -> None:
     args = ap.parse_args()
     params = load_checked()
     spec = params.augment_for(args.name)
-    from pipeline import augment, plots
+    from pipeline import plots
+    from pipeline.data import augment
     from pipeline.data.arrays import atomic_dir, load_split, read_manifest
 
     manifest = read_manifest(args.data)

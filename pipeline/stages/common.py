@@ -12,7 +12,7 @@ from pipeline.params import Params
 def load_checked() -> Params:
     """The whole params.yaml, augmentations included, checked before any work starts."""
     params = params_module.load()
-    from pipeline import augment  # albumentations is only needed for this check here
+    from pipeline.data import augment  # albumentations is only needed for this check here
 
     for name, spec in params.augment.items():
         augment.validate(spec, name)

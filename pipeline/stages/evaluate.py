@@ -29,7 +29,7 @@ def main() -> None:
     if not model_file.is_file():
         raise UserError(f"{model_file}: missing; run the train stage for models.{args.name} first")
     if manifest.get("task") == "segmentation":
-        from pipeline import segmentation  # noqa: F401 - registers the loss that load_model reads back
+        from pipeline.tasks import segmentation  # noqa: F401 - registers the loss that load_model reads back
     model = keras.saving.load_model(model_file)
     x, y = load_split(args.data, "test")
     if len(x) == 0:

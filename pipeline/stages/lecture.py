@@ -18,7 +18,7 @@ def main() -> None:
     args = ap.parse_args()
     params = load_checked()
     keras = start(params)
-    from pipeline import feature_maps, filters
+    from pipeline.lecture import feature_maps, filters
     from pipeline.data.arrays import atomic_dir, load_split, read_manifest, write_json
 
     lecture = params.lecture

@@ -29,8 +29,8 @@ def main() -> None:
     from pipeline.models import build
     from pipeline.params import arch_kwargs
     from pipeline.runtime import distribution
-    from pipeline.transfer_training import build as build_transfer
-    from pipeline.transfer_training import fit_two_phases
+    from pipeline.tasks.transfer import build as build_transfer
+    from pipeline.tasks.transfer import fit_two_phases
 
     manifest = read_manifest(args.data)
     classes = manifest["classes"]
@@ -158,7 +158,7 @@ def fingerprint(params, name: str, manifest: dict, train_images: int) -> str:
 
 def segmentation_objective(p, manifest: dict) -> tuple:
     """(loss, per-epoch metrics, run params) of a segmentation model, from its params."""
-    from pipeline import segmentation
+    from pipeline.tasks import segmentation
 
     classes = manifest["classes"]
     weights = p.class_weights

@@ -1,6 +1,6 @@
 """Print a model's layers: output shape, parameter count and receptive field.
 
-    python -m pipeline.shapes cnn
+    python -m pipeline.lecture.layer_table cnn
 
 The model is built from params.yaml, untrained, for the input shape of its dataset: from the
 prepared manifest when the dataset has been prepared, else from the dataset's own params.
@@ -40,7 +40,7 @@ def main() -> None:
     p = params.model(args.name)
     shape, num_classes, origin = input_spec(params, p.dataset, args.data or Path("data/prepared") / p.dataset)
     start(params)
-    from pipeline import conv_arithmetic
+    from pipeline.lecture import conv_arithmetic
     from pipeline.models import build
     from pipeline.params import arch_kwargs
 

@@ -1,6 +1,6 @@
 """Top-5 ImageNet classes of any image, by EfficientNet-Lite0 with its imported weights.
 
-    python -m pipeline.imagenet_predict IMAGE... [--weights FILE] [--top 5] [--class-names FILE]
+    python -m pipeline.tools.imagenet_predict IMAGE... [--weights FILE] [--top 5] [--class-names FILE]
 
 Uses the weights the `import_weights` stage wrote (data/weights/efficientnet_lite0.weights.h5),
 or imports them from the installed package when that file is not there yet. Class names come
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import UserError, run_cli
-from pipeline.weights_import import DEFAULT_WEIGHTS_DIR, LITE0_WEIGHTS_FILE
+from pipeline.models.weights_import import DEFAULT_WEIGHTS_DIR, LITE0_WEIGHTS_FILE
 
 DEFAULT_WEIGHTS = Path(DEFAULT_WEIGHTS_DIR) / LITE0_WEIGHTS_FILE
 IMAGE_SIZE = 224
@@ -67,7 +67,7 @@ def _read_names(path: Path) -> list[str]:
 
 def load_model(weights: Path | None = None):
     """EfficientNet-Lite0 with ImageNet head: from the imported weights file, else from the package."""
-    from pipeline import weights_import
+    from pipeline.models import weights_import
     from pipeline.models.efficientnet_lite import efficientnet_lite0
 
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS

@@ -1,0 +1,92 @@
+"""The CycleGAN task: unpaired batches, translations, the per-epoch measures (FID per direction,
+cycle error) and the grid of translations."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipeline import fid, plots
+from pipeline.models import cyclegan as nets
+from pipeline.models.gan import to_model_range, to_pixels
+from pipeline.params import CycleganParams
+
+
+class UnpairedBatches(keras.utils.PyDataset):
+    """(batch of a, batch of b), each drawn from its own seeded permutation per epoch: unpaired."""
+
+    def __init__(self, a, b, batch_size: int, seed: int):
+        super().__init__()  # read in the training loop's thread, as training.ArrayBatches
+        self.a, self.b, self.batch_size, self.seed = a, b, batch_size, seed
+        self.on_epoch_end_count = 0
+        self._shuffle()
+
+    def _shuffle(self) -> None:
+        rng = np.random.default_rng([self.seed, self.on_epoch_end_count])
+        self.order_a, self.order_b = rng.permutation(len(self.a)), rng.permutation(len(self.b))
+
+    def __len__(self) -> int:
+        return math.ceil(max(len(self.a), len(self.b)) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        rows = np.arange(i * self.batch_size, (i + 1) * self.batch_size)
+        # The shorter domain wraps around, so every batch has batch_size images of each domain.
+        ia = np.sort(self.order_a[rows % len(self.a)])
+        ib = np.sort(self.order_b[rows % len(self.b)])
+        return np.asarray(self.a[ia]), np.asarray(self.b[ib])
+
+    def on_epoch_end(self) -> None:
+        self.on_epoch_end_count += 1
+        self._shuffle()
+
+
+
+def translate(generator: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    x = np.asarray(images)
+    out = [
+        np.asarray(generator(to_model_range(x[i : i + batch_size]), training=False))
+        for i in range(0, len(x), batch_size)
+    ]
+    return to_pixels(np.concatenate(out))
+
+
+def cycle_measures(g_ab, g_ba, a: np.ndarray, b: np.ndarray, score_a, score_b) -> dict[str, float]:
+    """FID per direction (translations against the real images of the other domain) and the
+    cycle reconstruction error per domain: mean |x - g(g(x))| in units of full intensity (0..1)."""
+    fake_b, fake_a = translate(g_ab, a), translate(g_ba, b)
+    rec_a, rec_b = translate(g_ba, fake_b), translate(g_ab, fake_a)
+    err_a = float(np.mean(np.abs(rec_a.astype(np.float32) - a)) / 255.0)
+    err_b = float(np.mean(np.abs(rec_b.astype(np.float32) - b)) / 255.0)
+    return {
+        f"{fid.METRIC}_ab": score_b(fake_b),
+        f"{fid.METRIC}_ba": score_a(fake_a),
+        "cycle_error_a": err_a,
+        "cycle_error_b": err_b,
+        "cycle_error": (err_a + err_b) / 2,
+    }
+
+
+def cycle_grid(
+    g_ab, g_ba, a: np.ndarray, b: np.ndarray, names: tuple[str, str], path: Path, title: str
+) -> None:
+    fake_b, fake_a = translate(g_ab, a), translate(g_ba, b)
+    rows = [a, fake_b, translate(g_ba, fake_b), b, fake_a, translate(g_ab, fake_a)]
+    na, nb = names
+    titles = [na, f"{na} -> {nb}", f"{na} -> {nb} -> {na}", nb, f"{nb} -> {na}", f"{nb} -> {na} -> {nb}"]
+    plots.image_grid(rows, path, titles, title)
+
+
+# ---------------------------------------------------------------- every epoch
+
+
+def build_cyclegan(p: CycleganParams, image_shape: tuple) -> nets.CycleGAN:
+    def g(name):
+        return nets.cyclegan_generator(image_shape, p.filters, p.downsamplings, p.residual_blocks, name)
+
+    def d(name):
+        return nets.patchgan_discriminator(image_shape, p.discriminator_filters, p.discriminator_layers, name)
+
+    return nets.CycleGAN(g("g_ab"), g("g_ba"), d("d_a"), d("d_b"), p.cycle_weight, p.identity_weight)
