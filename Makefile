@@ -19,13 +19,8 @@ $(STAMP): requirements.lock
 	$(VENV)/bin/uv pip install --compile-bytecode --python $(VENV)/bin/python -r requirements.lock
 	touch $@
 
-# reports/index.html is not a DVC output (it lies in the report stage's own `reports` dependency,
-# which DVC refuses for an output; .dvcignore keeps it out of that hash). In a fresh clone every
-# other output reproduces to the hashes in dvc.lock, so DVC would skip the report stage and leave
-# no page: render it then.
 repro: venv
 	dvc repro
-	test -f reports/index.html || dvc repro --force --single-item report
 
 # pytest: one worker per core (at most 4), whole files per worker: the slow end-to-end tests are
 # chains of mostly single-threaded processes (dvc, TensorFlow start-up), so two of them share two cores well.

@@ -6,12 +6,13 @@ finds the same run again by the saved model's hash and adds test metrics and plo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import numbers
 import os
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipeline.params import Tracking
+from pipeline.params import Params, Tracking
 
 MODEL_HASH_TAG = "convpipe.model_md5"
 
@@ -120,6 +121,67 @@ def training_run(
         yield run
 
 
+def start_training_run(
+    params: Params,
+    name: str,
+    entry: Any,
+    manifest: dict,
+    architecture: str,
+    extra: Mapping[str, str],
+    resume: str | None = None,
+) -> contextlib.AbstractContextManager[mlflow.ActiveRun]:
+    """The MLflow run of one training (a model's or a GAN's): every param and tag it carries, here only.
+
+    `entry` is the params entry (models.<name>, dcgans.<name>, ...); `extra` adds what the task knows.
+    """
+    run_params = {
+        **flatten("model", entry.model_dump()),
+        **flatten("dataset", manifest["params"]),
+        **flatten("runtime", params.runtime.model_dump()),
+        "seed": str(params.seed),
+        "model_name": name,
+        **extra,
+    }
+    tags = {
+        **provenance_tags(),
+        "model": name,
+        "architecture": architecture,
+        "dataset": entry.dataset,
+        "dataset_hash": manifest["source_hash"],
+    }
+    return training_run(params.tracking, name, run_params, tags, resume)
+
+
+def log_evaluation(
+    tracking: Tracking,
+    name: str,
+    model_file: Path,
+    metrics: Mapping[str, Any],
+    reports: list[Path],
+    champion_metric: str | None = None,
+) -> str:
+    """Test metrics and report files into the run that trained this very model file (a model's or a
+    GAN's): the one place an evaluation is logged. Numbers only (None, flags and text are left out).
+
+    With `champion_metric`, the model becomes a new registered version, and the champion if it scores
+    higher than the current one. Returns the run id.
+    """
+    run_id = find_training_run(tracking, name, model_file)
+    if run_id is None:
+        print(f"evaluate {name}: its training run is not in the tracking store; logging a new run")
+        run_id = new_run(tracking, name, {"model": name, "note": "training run not found"})
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    log_metrics(run_id, numbers)
+    log_artifacts(run_id, reports)
+    log_artifacts(run_id, [Path("params.yaml"), Path("dvc.lock")], "pipeline")
+    if champion_metric is not None and numbers.get(champion_metric) is not None:
+        registered = register_model(tracking, run_id, name, champion_metric, numbers[champion_metric])
+        if registered:
+            new, champion = registered
+            print(f"evaluate {name}: registered as version {new}; champion is version {champion}")
+    return run_id
+
+
 def find_training_run(tracking: Tracking, model_name: str, model_file: Path) -> str | None:
     """The id of the run that saved this very model file, if the store still has it."""
     experiment_id = use_experiment(tracking)
@@ -132,25 +194,24 @@ def find_training_run(tracking: Tracking, model_name: str, model_file: Path) -> 
 
 
 class EpochLogger:
-    """Keras callback body: per-epoch metrics into the active run, one `log_batch` per epoch.
+    """Keras callback body: per-epoch metrics into a run, one `log_batch` per epoch.
 
-    The request runs on a background thread, so training does not wait for the store (about 30 ms
-    per epoch on SQLite); `wait()` blocks until every epoch handed over is stored. BestAndResume calls
-    it between saving an epoch's model and writing the state that marks the epoch done, so a resumed
-    training still finds every checkpointed epoch in the store (and the save overlaps the logging).
+    MLflow's own asynchronous logging (`synchronous=False`) sends them from its queue thread, so
+    training does not wait for the store; `wait()` blocks until every epoch handed over is stored
+    and raises what storing raised. BestAndResume calls it between saving an epoch's model and
+    writing the state that marks the epoch done, so a resumed training still finds every
+    checkpointed epoch in the store.
 
     `logged_through` is the last step the run already holds (a resumed training may redo an
     epoch whose metrics were logged just before the kill): those steps are not logged twice.
     """
 
-    def __init__(self, step_offset: int = 0, logged_through: int = -1):
+    def __init__(self, step_offset: int = 0, logged_through: int = -1, run_id: str | None = None):
         self.step_offset = step_offset
         self.logged_through = logged_through
-        self.seconds = 0.0  # time the training waited for logging, reported by the benchmarks
-        self.store_seconds = 0.0  # time the background thread spent in the store
-        # One thread: requests reach the store in epoch order.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-logger")
-        self._pending: list[Future] = []
+        self.run_id = run_id  # None: the run active when the first epoch ends
+        self.seconds = 0.0  # time the training spent handing metrics over, reported by the benchmarks
+        self._pending: list = []  # mlflow RunOperations, one per epoch
 
     def log(self, epoch: int, logs: Mapping[str, float]) -> None:
         step = epoch + self.step_offset
@@ -163,28 +224,17 @@ class EpochLogger:
             for k, v in logs.items()
             if isinstance(v, int | float) or hasattr(v, "__float__")
         ]
-        # The active run belongs to this thread; the logger's thread gets its id (as log_metrics, one is
-        # started if none is active).
-        run_id = (mlflow.active_run() or mlflow.start_run()).info.run_id
-        uri = mlflow.get_tracking_uri()
-        done = [f for f in self._pending if f.done()]
-        for future in done:
-            future.result()  # raises what an earlier request raised, here in the training loop
-        self._pending = [f for f in self._pending if f not in done]
-        self._pending.append(self._thread.submit(self._store, uri, run_id, batch))
+        if self.run_id is None:
+            self.run_id = (mlflow.active_run() or mlflow.start_run()).info.run_id
+        self._pending.append(MlflowClient().log_batch(self.run_id, metrics=batch, synchronous=False))
         self.seconds += time.perf_counter() - start
-
-    def _store(self, uri: str, run_id: str, batch: list) -> None:
-        start = time.perf_counter()
-        MlflowClient(uri).log_batch(run_id, metrics=batch)
-        self.store_seconds += time.perf_counter() - start
 
     def wait(self) -> None:
         """Block until every epoch handed over is in the store; raise what logging raised."""
         start = time.perf_counter()
         pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        for operations in pending:
+            operations.wait()
         self.seconds += time.perf_counter() - start
 
 

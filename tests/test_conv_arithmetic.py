@@ -118,7 +118,7 @@ def test_receptive_field_is_what_the_network_really_sees():
 
 
 def test_shapes_command_prints_every_layer(tmp_path, monkeypatch, capsys):
-    """`python -m pipeline.lecture.layer_table <model>` on a dataset not prepared yet: shape from the dataset's params."""
+    """`python -m pipeline.lecture.layer_table <model>` before its dataset is prepared: shape from params."""
     from conftest import project_params
 
     from pipeline import shapes

@@ -78,7 +78,7 @@ def test_cnn_end_to_end_on_jax(make_repo, dvc):
     repo = make_repo(p)
     out = dvc(repo, "repro").stdout
     assert "evaluate cnn: test accuracy" in out
-    metrics = json.loads((repo / "reports/cnn/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/models/cnn/metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("convpipe").experiment_id])

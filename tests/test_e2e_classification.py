@@ -81,11 +81,19 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
     assert set(lock["stages"]) == ran
     outs = {o["path"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
     assert all((repo / path).exists() for path in outs), [p for p in outs if not (repo / p).exists()]
-    expected = {"data/prepared/shapes", "data/augmented/shapes", "reports/shapes/augment_preview.png"}
+    expected = {
+        "data/prepared/shapes",
+        "data/augmented/shapes",
+        "reports/datasets/shapes/augment_preview.png",
+    }
     for m in MODELS:
-        expected |= {f"data/models/{m}", f"reports/{m}/training_curves.png", f"reports/{m}/metrics.json"}
         expected |= {
-            f"reports/{m}/{f}" for f in ("history.csv", "confusion.json", "confusion.png", "roc.png")
+            f"data/models/{m}",
+            f"reports/models/{m}/training_curves.png",
+            f"reports/models/{m}/metrics.json",
+        }
+        expected |= {
+            f"reports/models/{m}/{f}" for f in ("history.csv", "confusion.json", "confusion.png", "roc.png")
         }
     assert expected <= outs
     assert (repo / "data/models/cnn/model.keras").is_file()
@@ -94,8 +102,8 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
     shown = json.loads(reproduced.dvc("metrics", "show", "--json"))
     [files] = [rev["data"] for rev in shown.values()]  # one revision: the workspace
     for m in MODELS:
-        reported = json.loads((repo / f"reports/{m}/metrics.json").read_text())
-        accuracy = files[f"reports/{m}/metrics.json"]["data"]["accuracy"]
+        reported = json.loads((repo / f"reports/models/{m}/metrics.json").read_text())
+        accuracy = files[f"reports/models/{m}/metrics.json"]["data"]["accuracy"]
         assert accuracy == reported["accuracy"] and 0.0 <= accuracy <= 1.0
 
 
@@ -116,7 +124,7 @@ def test_every_model_is_one_mlflow_run_holding_its_model(reproduced):
     for m, r in runs.items():
         dataset = params["models"][m]["dataset"]
         manifest = json.loads((repo / f"data/prepared/{dataset}/manifest.json").read_text())
-        metrics = json.loads((repo / f"reports/{m}/metrics.json").read_text())
+        metrics = json.loads((repo / f"reports/models/{m}/metrics.json").read_text())
         history = client.get_metric_history(r.info.run_id, "val_loss")
         assert [h.step for h in history] == [0]  # one per epoch
         assert {"loss", "accuracy", "val_accuracy"} <= set(r.data.metrics)
@@ -138,19 +146,36 @@ def test_every_model_is_one_mlflow_run_holding_its_model(reproduced):
 
 
 def test_report_page_shows_every_model_and_renders(reproduced, tmp_path):
+    from pipeline.tracking import file_md5
+
     repo = reproduced.repo
     text = (repo / "reports" / "index.html").read_text(encoding="utf-8")
     for name in MODELS:
-        assert re.search(rf'id="model-{name}".*?/runs/[0-9a-f]{{32}}"', text, re.S), f"no MLflow link: {name}"
+        # How to find the model's MLflow run: its saved model's hash, stable across stores and clones.
+        md5 = file_md5(repo / f"data/models/{name}/model.keras")
+        assert re.search(rf'id="model-{name}".*?{md5}', text, re.S), f"no MLflow run filter: {name}"
     assert 'id="lecture"' in text and "feature_maps_1.png" in text and "filters.png" in text
     assert "confusion.png" in text and "training_curves.png" in text and "augment_preview.png" in text
     if CHROMIUM:
         images, loaded, broken = render_in_chromium(repo / "reports" / "index.html", tmp_path)
         assert images == len(re.findall(r"<img ", text)) >= 10
         assert (loaded, broken) == (images, [])
-    # Not an output of any stage, yet nothing left to do, and git is not asked to track it.
+    # A declared output of the report stage (DVC keeps it out of git).
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["report"]
+    assert [o["path"] for o in lock["outs"]] == ["reports/index.html"]
     assert "index.html" not in run(["git", "status", "--porcelain"], repo).stdout
-    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["report"]["deps"]
+
+
+def test_plain_repro_brings_a_lost_report_page_back_identical(reproduced):
+    """As in a fresh clone: the page is missing, so plain `dvc repro` renders it, to the locked hash."""
+    repo = reproduced.repo
+    page = repo / "reports" / "index.html"
+    before = page.read_bytes()
+    page.unlink()
+    again = reproduced.dvc("repro")
+    assert re.findall(r"Running stage '([^']+)'", again) == ["report"]
+    assert page.read_bytes() == before
+    assert "Data and pipelines are up to date." in reproduced.dvc("status")
 
 
 def test_editing_one_model_makes_only_it_stale(reproduced):

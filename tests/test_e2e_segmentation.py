@@ -30,15 +30,15 @@ def test_segmentation_pipeline_end_to_end(make_repo, dvc):
     masks = np.load(repo / "data/augmented/tracks/train_y.npy")
     frames = np.load(repo / "data/augmented/tracks/train_x.npy")
     assert masks.shape == frames.shape[:3] == (2 * manifest["images"]["train"], 16, 16)
-    assert (repo / "reports/tracks/augment_preview.png").stat().st_size > 0
+    assert (repo / "reports/datasets/tracks/augment_preview.png").stat().st_size > 0
     # Every output the evaluate stage declares exists, and the pipeline is then up to date.
     for name in EVALUATE_OUTS:
-        assert (repo / "reports/unet" / name).is_file(), name
-    pairs = json.loads((repo / "reports/unet/confusion.json").read_text())
+        assert (repo / "reports/models/unet" / name).is_file(), name
+    pairs = json.loads((repo / "reports/models/unet/confusion.json").read_text())
     assert pairs and set(pairs[0]) == {"actual", "predicted"}
     assert "up to date" in dvc(repo, "status").stdout
 
-    metrics = json.loads((repo / "reports/unet/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/models/unet/metrics.json").read_text())
     assert metrics["task"] == "segmentation" and metrics["test_images"] == manifest["images"]["test"]
     assert set(metrics["per_class"]) == {"background", "muon", "alpha", "beta"}
     assert set(metrics["counts"]) == {"muon", "alpha", "beta"}

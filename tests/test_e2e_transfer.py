@@ -50,7 +50,7 @@ def test_repro_imports_weights_and_trains_a_transfer_model(make_repo, dvc):
         assert phases == [1.0, 2.0], name
         assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
         assert run.data.tags["phase2_first_epoch"] == "2"
-        metrics = json.loads((repo / f"reports/{name}/metrics.json").read_text())
+        metrics = json.loads((repo / f"reports/models/{name}/metrics.json").read_text())
         assert metrics["test_images"] == 50
 
     # Nothing left to do: the weights import is cached like every other stage.

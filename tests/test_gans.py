@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.models import cyclegan, dcgan
 from pipeline.errors import UserError
+from pipeline.models import cyclegan, dcgan
 from pipeline.params import parse
 from tests.conftest import only, project_params, tiny
 
@@ -94,7 +94,9 @@ def test_aux_classifier_head_and_ema_generator():
     keras.utils.set_random_seed(0)
     g = dcgan.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
     ema = dcgan.dcgan_generator(SHAPE, 2, latent_dim=8, filters=(8, 4), conditional=True)
-    d = dcgan.dcgan_discriminator(SHAPE, 2, filters=(4, 8), conditional=True, dropout=0.0, aux_classifier=True)
+    d = dcgan.dcgan_discriminator(
+        SHAPE, 2, filters=(4, 8), conditional=True, dropout=0.0, aux_classifier=True
+    )
     labels = np.array([[0], [1], [1]], "int32")
     logit, classes = d([np.zeros((3, *SHAPE), "float32"), labels])
     assert logit.shape == (3, 1) and classes.shape == (3, 2)
@@ -178,7 +180,7 @@ def test_repro_trains_and_measures_the_dcgan(make_repo, dvc):
     repo = make_repo(params)
     dvc(repo, "repro", "dcgan_evaluate")
 
-    dc = json.loads((repo / "reports/dcgan/metrics.json").read_text())
+    dc = json.loads((repo / "reports/gans/dcgan/metrics.json").read_text())
     assert dc["fid"] == "FID (EfficientNet-Lite0 features)"
     # One epoch: evaluate recomputes the last epoch's FID from the saved generator and fixed latents.
     assert dc["fid_lite0"] == pytest.approx(dc["fid_lite0_first_epoch"], rel=1e-3)
@@ -187,8 +189,8 @@ def test_repro_trains_and_measures_the_dcgan(make_repo, dvc):
     assert set(dc["per_class_label_accuracy"]) == set(params["datasets"]["shapes"]["classes"])
     assert set(dc["per_class_diversity"]) == set(dc["per_class_label_accuracy"])
     assert dc["diversity"] > 0
-    assert (repo / "reports/dcgan/samples.png").stat().st_size > 1000
-    assert (repo / "reports/dcgan/fid.png").is_file()
+    assert (repo / "reports/gans/dcgan/samples.png").stat().st_size > 1000
+    assert (repo / "reports/gans/dcgan/fid.png").is_file()
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(params["tracking"]["experiment"])
@@ -202,7 +204,7 @@ def test_repro_trains_and_measures_the_dcgan(make_repo, dvc):
 
 
 def test_diversity_is_one_for_real_images_and_zero_for_one_figure_per_class():
-    from pipeline.stages.gan_evaluate import diversity, spread
+    from pipeline.tasks.dcgan import diversity, spread
 
     assert spread(np.array([[0.0, 0.0], [3.0, 4.0]])) == pytest.approx(5.0)
     rng = np.random.default_rng(0)
@@ -253,7 +255,7 @@ def test_gan_training_on_jax_is_one_clear_error(tmp_path):
     raw = tiny(project_params())
     raw["runtime"]["backend"] = "jax"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    cmd = [str(BIN / "python"), "-m", "pipeline.stages.gan_train", "dcgan", "--data", "x", "--out", "y"]
+    cmd = [str(BIN / "python"), "-m", "pipeline.stages.dcgan_train", "dcgan", "--data", "x", "--out", "y"]
     cmd += ["--reports", "z", "--weights", "w"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=stage_env(), capture_output=True, text=True)
     assert proc.returncode == 2

@@ -16,8 +16,8 @@ from pipeline.bench.common import ROOT, Config, Row, median
 
 
 def run(cfg: Config, work: Path) -> list[Row]:
-    from pipeline.data import augment
     from pipeline import params as params_module
+    from pipeline.data import augment
 
     params = params_module.load(ROOT / "params.yaml")
     spec = params.augment_for("shapes").model_copy(update={"copies": 1})

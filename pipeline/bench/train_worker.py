@@ -80,7 +80,7 @@ def main() -> None:
     y, vy = np.load(args.work / "train_y.npy"), np.load(args.work / "val_y.npy")
     store = Tracking(uri=f"sqlite:///{args.work / 'mlflow.db'}", experiment="bench")
 
-    def pipeline_fit() -> tuple[EpochTimer, float, float]:
+    def pipeline_fit() -> tuple[EpochTimer, float]:
         train_data = training.ArrayBatches(x, y, p.batch_size, True, params.seed, classes)
         val_data = training.ArrayBatches(vx, vy, max(p.batch_size, 256), False, params.seed, classes)
         model = build(p.architecture, shape, classes, **arch_kwargs(p))
@@ -94,7 +94,7 @@ def main() -> None:
             model.fit(train_data, validation_data=val_data, epochs=p.epochs, callbacks=callbacks, verbose=0)
             logger.wait()  # as the stage does before saving the model
         checkpoints.clear()
-        return timer, logger.seconds / p.epochs, logger.store_seconds / p.epochs
+        return timer, logger.seconds / p.epochs
 
     def bare_fit() -> EpochTimer:
         mx, mvx = np.asarray(x), np.asarray(vx)
@@ -117,16 +117,15 @@ def main() -> None:
 
     modes = args.modes.split(",")
     out: dict[str, list[float]] = {m: [] for m in modes}
-    out.update(log_seconds_per_epoch=[], store_seconds_per_epoch=[], pipeline_epoch_seconds=[])
+    out.update(log_seconds_per_epoch=[], pipeline_epoch_seconds=[])
     for _ in range(args.repeats):
         # Alternate the two, so a burst of load on a shared machine hits both alike.
         for mode in modes:
             keras.backend.clear_session()
             keras.utils.set_random_seed(params.seed)
             if mode == "pipeline":
-                timer, log_seconds, store_seconds = pipeline_fit()
+                timer, log_seconds = pipeline_fit()
                 out["log_seconds_per_epoch"].append(log_seconds)
-                out["store_seconds_per_epoch"].append(store_seconds)
                 out["pipeline_epoch_seconds"].append(float(np.median(timer.seconds[1:] or timer.seconds)))
             else:
                 timer = bare_fit()

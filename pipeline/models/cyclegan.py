@@ -5,7 +5,6 @@ drives it. TensorFlow only (`tf.GradientTape`). Functional models with explicit 
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 from pipeline.models.gan import LEAK, start_side, to_model_range

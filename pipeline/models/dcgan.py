@@ -5,7 +5,6 @@ against each other, so that `fit()` drives adversarial training. The step uses `
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 from pipeline.models.gan import LEAK, start_side, to_model_range
@@ -14,7 +13,6 @@ from pipeline.models.gan import LEAK, start_side, to_model_range
 # steps the weights change so fast that inference-mode samples drawn with the default lagging
 # statistics were checkerboards while training-mode ones were not.
 BN_MOMENTUM = 0.8
-
 
 
 def dcgan_generator(

@@ -31,4 +31,3 @@ def start_side(image_shape, upsamplings: int, what: str) -> int:
             f"got {image_shape[0]}x{image_shape[1]}"
         )
     return side
-

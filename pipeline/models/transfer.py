@@ -23,8 +23,8 @@ from keras import layers
 from pipeline.errors import UserError, choices_hint
 from pipeline.models import efficientnet_lite
 from pipeline.models.classifiers import classifier_head
-from pipeline.params import BACKBONES
 from pipeline.models.weights_import import DEFAULT_WEIGHTS_DIR, LITE0_WEIGHTS_FILE
+from pipeline.params import BACKBONES
 
 BACKBONE = "backbone"  # the nested model's name, by which training finds it
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # ResNet50's ImageNet preprocessing

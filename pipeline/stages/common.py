@@ -30,3 +30,14 @@ def parser(description: str, entry: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("name", help=f"key of the {entry} entry in params.yaml")
     return ap
+
+
+def require_tensorflow(params: Params, section: str, name: str) -> None:
+    """GAN training overrides train_step with tf.GradientTape: refuse another backend in one line."""
+    if params.runtime.backend != "tensorflow":
+        from pipeline.errors import UserError
+
+        raise UserError(
+            f"runtime.backend: GAN training ({section}.{name}) overrides "
+            "train_step with tf.GradientTape and runs on tensorflow only; valid: tensorflow"
+        )

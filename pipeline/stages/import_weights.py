@@ -21,10 +21,10 @@ def main() -> None:
     params = load_checked()
     start(params)
     from pipeline import tracking
-    from pipeline.models import weights_import
-    from pipeline.tools import imagenet_predict
     from pipeline.data.arrays import atomic_dir, write_json
+    from pipeline.models import weights_import
     from pipeline.models.weights_import import LITE0_WEIGHTS_FILE
+    from pipeline.tools import imagenet_predict
 
     source = weights_import.packaged_lite0_file()
     model = weights_import.import_efficientnet_lite0(source)

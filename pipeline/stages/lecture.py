@@ -18,8 +18,8 @@ def main() -> None:
     args = ap.parse_args()
     params = load_checked()
     keras = start(params)
-    from pipeline.lecture import feature_maps, filters
     from pipeline.data.arrays import atomic_dir, load_split, read_manifest, write_json
+    from pipeline.lecture import feature_maps, filters
 
     lecture = params.lecture
     with atomic_dir(args.out) as tmp:

@@ -10,9 +10,11 @@ import keras
 import numpy as np
 
 from pipeline import fid, plots
+from pipeline.errors import UserError
 from pipeline.models import cyclegan as nets
 from pipeline.models.gan import to_model_range, to_pixels
-from pipeline.params import CycleganParams
+from pipeline.params import CycleganParams, Params
+from pipeline.tasks.gan import GanSetup, train_and_test
 
 
 class UnpairedBatches(keras.utils.PyDataset):
@@ -41,7 +43,6 @@ class UnpairedBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.on_epoch_end_count += 1
         self._shuffle()
-
 
 
 def translate(generator: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -90,3 +91,87 @@ def build_cyclegan(p: CycleganParams, image_shape: tuple) -> nets.CycleGAN:
         return nets.patchgan_discriminator(image_shape, p.discriminator_filters, p.discriminator_layers, name)
 
     return nets.CycleGAN(g("g_ab"), g("g_ba"), d("d_a"), d("d_b"), p.cycle_weight, p.identity_weight)
+
+
+# ---------------------------------------------------------------- the cyclegan stages
+
+
+def test_pair(data: Path, target: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Both domains' test images, cut to the same number: equal sizes on both sides of every FID."""
+    from pipeline.data.arrays import load_split
+
+    tx = np.asarray(load_split(data, "test")[0])
+    btx = np.asarray(load_split(target, "test")[0])
+    n = min(len(tx), len(btx))
+    return tx[:n], btx[:n]
+
+
+def setup_training(params: Params, name: str, data: Path, target: Path, weights: Path) -> GanSetup:
+    """cyclegans.<name> built for its two prepared datasets, with its per-epoch measures and grid."""
+    from pipeline.data.arrays import load_split, read_manifest
+
+    p = params.gan(name)
+    manifest = read_manifest(data)
+    x, _, tx, _ = train_and_test(data, p.dataset)
+    shape = tuple(manifest["shape"])
+    title = f"{name} (cyclegan on {p.dataset} -> {p.target})"
+    other = read_manifest(target)
+    if tuple(other["shape"]) != shape:
+        raise UserError(
+            f"cyclegans.{name}.target: dataset '{p.target}' has images of shape {other['shape']}, "
+            f"dataset '{p.dataset}' {manifest['shape']}; a CycleGAN needs both the same"
+        )
+    bx, _ = load_split(target, "train")
+    tx, btx = test_pair(data, target)
+    scorer, scorer_b = fid.FidScorer(tx, weights), fid.FidScorer(btx, weights)
+    batches = UnpairedBatches(x, bx, p.batch_size, params.seed)
+    try:
+        model = build_cyclegan(p, shape)
+    except ValueError as exc:  # hyperparameters that do not fit the images, e.g. too many stride-2 steps
+        raise UserError(f"cyclegans.{name}: {exc} (dataset '{p.dataset}')") from None
+    shown = slice(0, p.grid)
+
+    def measure() -> dict[str, float]:
+        return cycle_measures(model.g_ab, model.g_ba, tx, btx, scorer, scorer_b)
+
+    def grid(path: Path) -> None:
+        cycle_grid(model.g_ab, model.g_ba, tx[shown], btx[shown], (p.dataset, p.target), path, title)
+
+    extra = {
+        "train_images": str(len(x)),
+        "fid_images": str(len(tx)),
+        "fid": f"{fid.NAME}, input {fid.INPUT_SIZE}px",
+    }
+    nets = {"g_ab": model.g_ab, "g_ba": model.g_ba, "d_a": model.d_a, "d_b": model.d_b}
+    return GanSetup(model, batches, nets, measure, grid, manifest, "cyclegan", title, extra)
+
+
+def evaluate(
+    params: Params, name: str, g_ab, g_ba, data: Path, target: Path, history: dict, weights: Path
+) -> tuple[dict, str]:
+    """FID per direction against doing nothing, and the cycle error: (metrics.json, line)."""
+    p = params.gan(name)
+    tx, btx = test_pair(data, target)
+    score_a, score_b = fid.FidScorer(tx, weights), fid.FidScorer(btx, weights)
+    measured = cycle_measures(g_ab, g_ba, tx, btx, score_a, score_b)
+    # What doing nothing scores: each domain's real test images against the other's. A translation
+    # worth its name gets below this.
+    summary: dict = {
+        "fid": fid.NAME,
+        "test_images": len(tx),
+        f"{fid.METRIC}_untranslated_ab": score_b(tx),
+        f"{fid.METRIC}_untranslated_ba": score_a(btx),
+    }
+    for key, value in measured.items():
+        summary[key] = value
+        summary[f"{key}_first_epoch"] = history[key][0]
+        summary[f"{key}_ratio"] = value / history[key][0] if history[key][0] else None
+    m = fid.METRIC
+    ab, ba = (
+        f"{summary[f'{m}_{d}']:.3f} (first epoch {summary[f'{m}_{d}_first_epoch']:.3f})" for d in ("ab", "ba")
+    )
+    line = (
+        f"{m} {p.dataset}->{p.target} {ab}, {p.target}->{p.dataset} {ba}; cycle error "
+        f"{summary['cycle_error']:.4f} (first epoch {summary['cycle_error_first_epoch']:.4f})"
+    )
+    return summary, line

@@ -8,6 +8,7 @@ components (how many objects of each class were found, against how many there ar
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -249,3 +250,109 @@ def evaluate(
     out["roc_true"] = np.concatenate(roc_true) if roc_true else np.zeros(0, np.int64)
     out["roc_proba"] = np.concatenate(roc_proba) if roc_proba else np.zeros((0, k))
     return out
+
+
+# ---------------------------------------------------------------- train and evaluate stages
+
+
+def objective(p, manifest: dict) -> tuple[SegmentationLoss, list[keras.metrics.Metric], dict[str, str]]:
+    """(loss, per-epoch metrics, run params) of a segmentation model, from its params."""
+    classes = manifest["classes"]
+    weights = p.class_weights
+    if weights == "balanced":  # from the pixel shares of the prepared training split
+        weights = balanced_class_weights([manifest["counts"]["train"][c] for c in classes])
+    loss = SegmentationLoss(len(classes), p.loss, weights, p.focal_gamma)
+    metrics = epoch_metrics(classes, foreground_ids(classes, manifest["background"]))
+    return loss, metrics, {"class_weights_used": str(weights)}
+
+
+def evaluate_model(
+    name: str, p, model, x: np.ndarray, y: np.ndarray, manifest: dict, reports: Path
+) -> tuple[dict, str]:
+    """Pixel and object scores, the reports of a segmentation model; returns (MLflow metrics, summary line).
+
+    confusion.png is the pixel confusion matrix; confusion.json lists one row per object (true
+    class -> class it was found as), so `dvc plots` draws the object-level confusion matrix.
+    """
+    from pipeline import metrics, plots
+    from pipeline.data.arrays import write_json
+    from pipeline.training import predict_outputs
+
+    classes, background = manifest["classes"], manifest["background"]
+    fg = foreground_ids(classes, background)
+    bg = classes.index(background) if background is not None else None
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return predict_outputs(model, np.asarray(images))
+
+    scores = evaluate(predict, x, y, classes, background, p.min_component)
+    shift = {
+        str(s): evaluate(
+            predict,
+            metrics.shift_images(x, s),
+            metrics.shift_images(y, s),
+            classes,
+            background,
+            p.min_component,
+        )["mean_iou"]
+        for s in p.shifts
+    }
+    cm = scores["confusion_matrix"]
+    counts = scores["counts"]
+    errors = [v["relative_error"] for v in counts.values() if v["relative_error"] is not None]
+    summary = {
+        "task": "segmentation",
+        "mean_iou": scores["mean_iou"],
+        "mean_dice": scores["mean_dice"],
+        "pixel_accuracy": scores["pixel_accuracy"],
+        "per_class": {c: {"iou": scores["iou"][c], "dice": scores["dice"][c]} for c in classes},
+        "counts": counts,
+        "max_count_error": max(errors) if errors else None,
+        "pixel_confusion": {t: {q: cm[i][j] for j, q in enumerate(classes)} for i, t in enumerate(classes)},
+        "shift_mean_iou": shift,
+        "shift_drop": shift[str(min(p.shifts))] - shift[str(max(p.shifts))],
+        "test_images": len(x),
+    }
+    write_json(reports / "metrics.json", summary)
+    none = "none"  # the 'no object' side of a pair where the classes have no background
+    write_json(
+        reports / "confusion.json",
+        [
+            {
+                "actual": classes[t] if t is not None else none,
+                "predicted": classes[q] if q is not None else none,
+            }
+            for t, q in scores["pairs"]
+        ],
+    )
+    title = f"{name} on {p.dataset} (test)"
+    plots.confusion_matrix(cm, classes, reports / "confusion.png", f"{title}: pixels")
+    plots.roc_curves(
+        scores["roc_true"], scores["roc_proba"], classes, reports / "roc.png", f"{title}: pixels"
+    )
+    plots.shift_curve(shift, reports / "shift.png", f"{name}: translation test", "test mean IoU (objects)")
+    n = min(8, len(x))
+    frames = np.asarray(x[:n])
+    pred = predict(frames).argmax(axis=-1)
+    plots.image_grid(
+        [frames, plots.mask_overlay(frames, y[:n], bg), plots.mask_overlay(frames, pred, bg)],
+        reports / "overlays.png",
+        ["frame", "truth", "prediction"],
+        title=f"{name}: {plots.overlay_legend(classes, bg)}",
+    )
+
+    flat = {f"test_{k}": summary[k] for k in ("mean_iou", "mean_dice", "pixel_accuracy", "max_count_error")}
+    for c in classes:
+        flat[f"test_iou_{c}"] = scores["iou"][c]
+        flat[f"test_dice_{c}"] = scores["dice"][c]
+    for c, v in counts.items():
+        flat.update({f"test_count_true_{c}": v["true"], f"test_count_predicted_{c}": v["predicted"]})
+        flat[f"test_count_error_{c}"] = v["relative_error"]
+    flat.update({f"test_shift_{s}_mean_iou": v for s, v in shift.items()})
+    per_class = ", ".join(f"{classes[c]} {scores['iou'][classes[c]] or 0:.3f}" for c in fg)
+    count_err = ", ".join(f"{c} {v['relative_error'] or 0:.1%}" for c, v in counts.items())
+    line = (
+        f"evaluate {name}: test mean IoU {summary['mean_iou'] or 0:.4f} ({per_class}); "
+        f"count error {count_err}"
+    )
+    return flat, line

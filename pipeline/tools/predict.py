@@ -1,6 +1,7 @@
 """Predict with a saved model: images or folders in, a CSV of predicted class and probabilities out.
 
-    python -m pipeline.tools.predict --model data/models/cnn/model.keras --classes-from data/prepared/shapes \\
+    python -m pipeline.tools.predict --model data/models/cnn/model.keras \\
+        --classes-from data/prepared/shapes \\
         [--out predictions.csv] [--resize stretch|pad|crop] IMAGES_OR_FOLDERS...
 
 Images are read by the folder source's own code (`pipeline.data.folder.read_image`) at the model's

@@ -1,0 +1,39 @@
+"""DVC stage `cyclegan_evaluate`: FID per direction (EfficientNet-Lite0 features) of the trained
+CycleGAN's translations of the test split, against doing nothing, and its cycle error, into
+metrics.json and the GAN's run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import run_cli
+from pipeline.stages.common import load_checked, parser, start
+
+
+def main() -> None:
+    ap = parser(__doc__, "cyclegans")
+    ap.add_argument("--data", type=Path, required=True, help="prepared dataset of domain a")
+    ap.add_argument("--target", type=Path, required=True, help="prepared dataset of domain b")
+    ap.add_argument("--model", type=Path, required=True, help="folder of the trained networks")
+    ap.add_argument("--reports", type=Path, required=True, help="folder of history.csv; gets metrics.json")
+    ap.add_argument("--weights", type=Path, required=True, help="imported EfficientNet-Lite0 weights (FID)")
+    args = ap.parse_args()
+    params = load_checked()
+    params.gan(args.name)
+    start(params)
+
+    from pipeline.history import read_history
+    from pipeline.tasks import cyclegan, gan
+
+    history = read_history(args.reports / "history.csv")
+    g_ab, model_file = gan.load_net(args.model, "g_ab", "cyclegans", args.name)
+    g_ba, _ = gan.load_net(args.model, "g_ba", "cyclegans", args.name)
+    summary, line = cyclegan.evaluate(
+        params, args.name, g_ab, g_ba, args.data, args.target, history, args.weights
+    )
+    run_id = gan.log_evaluation(params, args.name, model_file, summary, args.reports)
+    print(f"evaluate {args.name}: {line}; MLflow run {run_id}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

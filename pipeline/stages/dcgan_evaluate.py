@@ -1,0 +1,41 @@
+"""DVC stage `dcgan_evaluate`: FID (EfficientNet-Lite0 features) of the trained DCGAN's samples on the
+test split, the classifier's verdict on them and their diversity, into metrics.json and the GAN's run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import UserError, run_cli
+from pipeline.stages.common import load_checked, parser, start
+
+
+def main() -> None:
+    ap = parser(__doc__, "dcgans")
+    ap.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    ap.add_argument("--model", type=Path, required=True, help="folder of the trained networks")
+    ap.add_argument("--classifier", type=Path, required=True, help="folder of the classifier's model.keras")
+    ap.add_argument("--reports", type=Path, required=True, help="folder of history.csv; gets metrics.json")
+    ap.add_argument("--weights", type=Path, required=True, help="imported EfficientNet-Lite0 weights (FID)")
+    args = ap.parse_args()
+    params = load_checked()
+    p = params.gan(args.name)
+    keras = start(params)
+
+    from pipeline.history import read_history
+    from pipeline.tasks import dcgan, gan
+
+    history = read_history(args.reports / "history.csv")
+    generator, model_file = gan.load_net(args.model, "generator", "dcgans", args.name)
+    if not (args.classifier / "model.keras").is_file():
+        raise UserError(
+            f"dcgans.{args.name}.classifier: no trained model at {args.classifier}/model.keras; "
+            f"run the train stage of models.{p.classifier} first"
+        )
+    classifier = keras.saving.load_model(args.classifier / "model.keras")
+    summary, line = dcgan.evaluate(params, args.name, generator, classifier, args.data, history, args.weights)
+    run_id = gan.log_evaluation(params, args.name, model_file, summary, args.reports)
+    print(f"evaluate {args.name}: {line}; MLflow run {run_id}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
