@@ -96,7 +96,7 @@ def test_layer_shapes_of_the_lecture_example():
 
 def test_receptive_field_is_what_the_network_really_sees():
     """With positive weights and no bias, an output unit responds to exactly the input pixels in its field."""
-    from pipeline.models import build
+    from pipeline.models.registry import build
 
     size = 24
     model = build("cnn", (size, size, 1), 3, filters=[2, 2], kernel_size=3, pool_size=2, batch_norm=False)

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.data import motion, spectra
 from pipeline.errors import UserError
-from pipeline.models import build
+from pipeline.models.registry import build
 
 # ---------------------------------------------------------------- builders
 

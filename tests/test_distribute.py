@@ -22,7 +22,7 @@ MIRRORED = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from pipeline import runtime, training
-    from pipeline.models import build
+    from pipeline.models.registry import build
     from pipeline.params import CnnParams, Runtime
 
     rt = Runtime(distribute="mirrored", verbose=0)
@@ -100,7 +100,7 @@ def test_gpu_mixed_precision_smoke():
         """
         import numpy as np
         from pipeline import runtime, training
-        from pipeline.models import build
+        from pipeline.models.registry import build
         from pipeline.params import CnnParams, Runtime
         keras = runtime.setup(Runtime(device="gpu", mixed_precision=True, verbose=0), seed=0)
         p = CnnParams(dataset="d", architecture="cnn", epochs=1, batch_size=16)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.lecture import feature_maps
-from pipeline.models import build
+from pipeline.models.registry import build
 
 
 def test_block_outputs_are_the_activations_after_each_convolution():

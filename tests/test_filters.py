@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.lecture import filters
 from pipeline.data import shapes
+from pipeline.lecture import filters
 
 # The lecture's worked example uses two neighbourhoods (pixel values 0..1):
 # a '/' stroke of 0.9 on black matches the filter: 3 x 0.9 x 0.9 = 2.43;
@@ -70,7 +70,7 @@ def test_filter_report_scores_both_filters(angle_data, tmp_path):
     import keras
 
     from pipeline.data.arrays import load_split
-    from pipeline.models import build
+    from pipeline.models.registry import build
 
     keras.utils.set_random_seed(0)
     model = build("filter_net", (24, 24, 1), 2, kernel_size=5)

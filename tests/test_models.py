@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.models import BUILDERS, build
+from pipeline.models.registry import BUILDERS, build
 from pipeline.params import ARCHITECTURES, arch_kwargs, parse
 from tests.conftest import project_params, tiny
 

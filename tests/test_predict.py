@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.tools import predict as P
 from pipeline import training
 from pipeline.data.arrays import load_split
 from pipeline.data.folder import read_image
 from pipeline.data.prepare import prepare
 from pipeline.errors import UserError
-from pipeline.models import build
+from pipeline.models.registry import build
 from pipeline.params import CnnParams, ShapesDataset
+from pipeline.tools import predict as P
 from tests.conftest import ROOT
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import training
-from pipeline.models import build
+from pipeline.models.registry import build
 from pipeline.params import MlpParams
 
 

@@ -9,11 +9,11 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import params as params_module
 from pipeline import tracking, training
-from pipeline.tasks import transfer as transfer_training
 from pipeline.errors import UserError
 from pipeline.models import transfer
-from pipeline.params import Tracking, TransferParams
 from pipeline.models.weights_import import LITE0_WEIGHTS_FILE, import_efficientnet_lite0
+from pipeline.params import Tracking, TransferParams
+from pipeline.tasks import transfer as transfer_training
 
 # tf.data ignores eager mode (see `eager`) and says so at every fit.
 pytestmark = pytest.mark.filterwarnings("ignore:Even though the `tf.config.experimental_run_functions")
@@ -102,7 +102,7 @@ def store(tmp_path) -> Tracking:
 
 
 def test_builder_and_schema_agree():
-    from pipeline.models import BUILDERS
+    from pipeline.models.registry import BUILDERS
 
     assert set(BUILDERS) == set(params_module.ARCHITECTURES)
     kwargs = params_module.arch_kwargs(make_params())

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.tasks import segmentation
-from pipeline.models import BUILDERS, build
+from pipeline.models.registry import BUILDERS, build
 from pipeline.params import ARCHITECTURES, UnetParams, arch_kwargs
+from pipeline.tasks import segmentation
 
 
 def test_registered_under_one_name():

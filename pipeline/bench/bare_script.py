@@ -25,7 +25,7 @@ def main() -> None:
 
     keras = runtime.setup(params.runtime, params.seed)  # same backend and determinism as the stage
     from pipeline.metrics import shift_robustness
-    from pipeline.models import build
+    from pipeline.models.registry import build
     from pipeline.params import arch_kwargs
 
     p = params.model("cnn")

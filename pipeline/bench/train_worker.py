@@ -61,7 +61,7 @@ def main() -> None:
 
     keras = runtime_module.setup(runtime, params.seed)
     from pipeline import tracking, training
-    from pipeline.models import build
+    from pipeline.models.registry import build
     from pipeline.params import Tracking, arch_kwargs
 
     p = params.model("cnn").model_copy(update={"epochs": args.epochs})

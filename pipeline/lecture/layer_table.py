@@ -41,7 +41,7 @@ def main() -> None:
     shape, num_classes, origin = input_spec(params, p.dataset, args.data or Path("data/prepared") / p.dataset)
     start(params)
     from pipeline.lecture import conv_arithmetic
-    from pipeline.models import build
+    from pipeline.models.registry import build
     from pipeline.params import arch_kwargs
 
     model = build(p.architecture, shape, num_classes, **arch_kwargs(p))

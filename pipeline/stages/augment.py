@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from pipeline.errors import run_cli
@@ -11,11 +9,7 @@ from pipeline.stages.common import load_checked, parser
 
 
 def main() -> None:
-    ap = parser(__doc__, "datasets")
-    ap.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--preview", type=Path, required=True, help="preview PNG")
-    args = ap.parse_args()
+    args = parser(__doc__, "datasets", "data", "out", "preview").parse_args()
     params = load_checked()
     spec = params.augment_for(args.name)
     from pipeline import plots

@@ -4,20 +4,12 @@ metrics.json and the GAN's run."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.errors import run_cli
 from pipeline.stages.common import load_checked, parser, start
 
 
 def main() -> None:
-    ap = parser(__doc__, "cyclegans")
-    ap.add_argument("--data", type=Path, required=True, help="prepared dataset of domain a")
-    ap.add_argument("--target", type=Path, required=True, help="prepared dataset of domain b")
-    ap.add_argument("--model", type=Path, required=True, help="folder of the trained networks")
-    ap.add_argument("--reports", type=Path, required=True, help="folder of history.csv; gets metrics.json")
-    ap.add_argument("--weights", type=Path, required=True, help="imported EfficientNet-Lite0 weights (FID)")
-    args = ap.parse_args()
+    args = parser(__doc__, "cyclegans", "data", "target", "model", "reports", "weights").parse_args()
     params = load_checked()
     params.gan(args.name)
     start(params)

@@ -3,20 +3,12 @@ the cycle error and a grid of translations every epoch; save its networks; log t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.errors import run_cli
 from pipeline.stages.common import load_checked, parser, require_tensorflow, start
 
 
 def main() -> None:
-    ap = parser(__doc__, "cyclegans")
-    ap.add_argument("--data", type=Path, required=True, help="prepared dataset of domain a")
-    ap.add_argument("--target", type=Path, required=True, help="prepared dataset of domain b")
-    ap.add_argument("--out", type=Path, required=True, help="output folder for the networks (.keras)")
-    ap.add_argument("--reports", type=Path, required=True, help="folder for history.csv and figures")
-    ap.add_argument("--weights", type=Path, required=True, help="imported EfficientNet-Lite0 weights (FID)")
-    args = ap.parse_args()
+    args = parser(__doc__, "cyclegans", "data", "target", "out", "reports", "weights").parse_args()
     params = load_checked()
     params.gan(args.name)
     require_tensorflow(params, "cyclegans", args.name)

@@ -3,20 +3,12 @@ test split, the classifier's verdict on them and their diversity, into metrics.j
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.errors import UserError, run_cli
 from pipeline.stages.common import load_checked, parser, start
 
 
 def main() -> None:
-    ap = parser(__doc__, "dcgans")
-    ap.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
-    ap.add_argument("--model", type=Path, required=True, help="folder of the trained networks")
-    ap.add_argument("--classifier", type=Path, required=True, help="folder of the classifier's model.keras")
-    ap.add_argument("--reports", type=Path, required=True, help="folder of history.csv; gets metrics.json")
-    ap.add_argument("--weights", type=Path, required=True, help="imported EfficientNet-Lite0 weights (FID)")
-    args = ap.parse_args()
+    args = parser(__doc__, "dcgans", "data", "model", "classifier", "reports", "weights").parse_args()
     params = load_checked()
     p = params.gan(args.name)
     keras = start(params)

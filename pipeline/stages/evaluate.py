@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.errors import UserError, run_cli
 from pipeline.stages.common import load_checked, parser, start
 
@@ -11,11 +9,7 @@ REPORTS = ("metrics.json", "confusion.png", "roc.png", "shift.png", "overlays.pn
 
 
 def main() -> None:
-    ap = parser(__doc__, "models")
-    ap.add_argument("--data", type=Path, required=True, help="prepared dataset folder (test split)")
-    ap.add_argument("--model", type=Path, required=True, help="folder holding model.keras")
-    ap.add_argument("--reports", type=Path, required=True, help="folder for metrics and plots")
-    args = ap.parse_args()
+    args = parser(__doc__, "models", "data", "model", "reports").parse_args()
     params = load_checked()
     p = params.model(args.name)
     keras = start(params)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipeline.errors import run_cli
 from pipeline.stages.common import load_checked, parser
 
 
 def main() -> None:
-    ap = parser(__doc__, "datasets")
-    ap.add_argument("--out", type=Path, required=True, help="output folder")
-    args = ap.parse_args()
+    args = parser(__doc__, "datasets", "out").parse_args()
     params = load_checked()
     from pipeline.data.prepare import prepare
 
