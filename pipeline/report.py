@@ -1,6 +1,10 @@
-"""reports/index.html: every model's metrics, figures and MLflow run, the datasets and the lecture's
-figures, in one page. Images are embedded (base64), so the file opens from disk, without a server,
-and can be copied or mailed on its own.
+"""reports/index.html: every dataset's, model's and GAN's metrics and figures and the lecture's figures,
+in one page. Images are embedded (base64), so the file opens from disk, without a server, and can be
+copied or mailed on its own.
+
+The page is a DVC output (its md5 is in dvc.lock), so it holds only what the same commit's pipeline
+outputs determine: no git commit, no time, no MLflow run id or store address, no absolute path. A
+model's MLflow run is found by the tag its training sets, the md5 of the saved model file.
 """
 
 from __future__ import annotations
@@ -8,21 +12,27 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import tracking
 from pipeline.params import Params
 
-# Figures of a model in the order a reader wants them; any other PNG follows, by name.
+# Figures of a model in the order a reader wants them; any other image follows, by name.
 FIGURE_ORDER = ("training_curves", "confusion", "roc", "shift")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
+# The network file whose md5 a GAN's training tags its run with (the first of its nets, tasks/gan.py).
+GAN_MAIN_NET = {"dcgan": "generator.keras", "cyclegan": "g_ab.keras"}
+# The default store (tracking.uri null), as run from the repository root.
+DEFAULT_STORE_UI = "mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 
 @dataclass
 class Section:
-    """One part of the page: a heading, tables, figures and links."""
+    """One part of the page: a heading, tables, figures and notes."""
 
     anchor: str
     title: str
@@ -31,13 +41,23 @@ class Section:
         default_factory=list
     )  # caption, header, rows
     figures: list[Path] = field(default_factory=list)
-    links: list[tuple[str, str]] = field(default_factory=list)  # text, href
     notes: list[str] = field(default_factory=list)
-    serve: str = ""  # the command that serves the MLflow UI its links point to, for a local store
+    metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json, for the summary table
+    model_md5: str = ""  # md5 of the model file, the value of its run's MODEL_HASH_TAG
+
+
+def shown(path: Path) -> str:
+    """A path as the page names it: relative to the working folder (the repository root under DVC)."""
+    return Path(os.path.relpath(path)).as_posix()
+
+
+def run_filter(model_md5: str) -> str:
+    """The MLflow search filter (UI search box, search_runs' filter_string) of the run that saved a file."""
+    return f"tags.`{tracking.MODEL_HASH_TAG}` = '{model_md5}'"
 
 
 def figures_in(folder: Path) -> list[Path]:
-    """Image files of a folder, the known ones first."""
+    """Image files of a folder, the known ones first, then by name."""
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_TYPES and p.is_file()]
@@ -75,42 +95,33 @@ def _is_number(value: Any) -> bool:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
-def model_section(params: Params, name: str, reports: Path, models: Path) -> Section:
-    from pipeline import tracking
+def _add_run(section: Section, model_file: Path, what: str) -> None:
+    """The md5 of the model file, which finds its training run in MLflow, or a note that it is missing."""
+    if model_file.is_file():
+        section.model_md5 = tracking.file_md5(model_file)
+    else:
+        section.notes.append(f"no trained {what} at {shown(model_file)}: run its train stage")
 
+
+def model_section(params: Params, name: str, reports: Path, models: Path) -> Section:
     p = params.model(name)
-    section = Section(f"model-{name}", f"{name}", f"{p.architecture} on {p.dataset}")
-    hyper = {k: v for k, v in p.model_dump().items() if k not in ("dataset", "architecture")}
-    _add_params_results(section, hyper, reports / name, "evaluate")
-    model_file = models / name / "model.keras"
-    if not model_file.is_file():
-        section.notes.append(f"no trained model at {model_file}")
-        return section
-    try:
-        run_id = tracking.find_training_run(params.tracking, name, model_file)
-        page = tracking.run_page(params.tracking, run_id) if run_id else None
-    except Exception as exc:  # an unreachable store must not cost the rest of the report
-        section.notes.append(f"MLflow store not readable: {' '.join(str(exc).split())[:200]}")
-        return section
-    if page is None:
-        section.notes.append("its training run is not in the MLflow store")
-        return section
-    section.links.append((f"MLflow run {run_id}", page["ui"]))
-    if "artifacts" in page:
-        section.links.append(("its artifacts on disk", page["artifacts"]))
-    section.serve = page.get("serve", "")
+    section = Section(f"model-{name}", name, f"{p.architecture} on {p.dataset}")
+    hyper = {k: v for k, v in p.model_dump(mode="json").items() if k not in ("dataset", "architecture")}
+    _add_params_results(section, hyper, reports / "models" / name, "evaluate")
+    _add_run(section, models / name / "model.keras", "model")
     return section
 
 
 def dataset_section(params: Params, name: str, reports: Path, prepared: Path) -> Section:
     ds = params.dataset(name)
     section = Section(f"dataset-{name}", name, f"dataset, source {ds.source}")
-    manifest = _read_json(prepared / name / "manifest.json")
+    manifest_file = prepared / name / "manifest.json"
+    manifest = _read_json(manifest_file)
     if isinstance(manifest, dict):
         shape = "x".join(str(d) for d in manifest.get("shape", []))
         counts = manifest.get("counts", {})
@@ -119,20 +130,22 @@ def dataset_section(params: Params, name: str, reports: Path, prepared: Path) ->
         if manifest.get("skipped"):
             section.notes.append(
                 f"{manifest.get('skipped_count', len(manifest['skipped']))} file(s) skipped; "
-                f"see {prepared / name / 'manifest.json'}"
+                f"see {shown(manifest_file)}"
             )
-    section.figures = figures_in(reports / name)
+    section.figures = figures_in(reports / "datasets" / name)
     return section
 
 
-def gan_section(params: Params, name: str, reports: Path) -> Section:
+def gan_section(params: Params, name: str, reports: Path, models: Path) -> Section:
     """A DCGAN or CycleGAN: its params, test metrics (FID on EfficientNet-Lite0 features), curves, samples."""
     gan = params.gan(name)
     kind = "cyclegan" if name in params.cyclegans else "dcgan"
     data = f"{gan.dataset} <-> {gan.target}" if kind == "cyclegan" else gan.dataset
     section = Section(f"gan-{name}", name, f"{kind} on {data}")
-    hyper = {k: v for k, v in gan.model_dump().items() if k not in ("dataset", "target")}
-    _add_params_results(section, hyper, reports / name, f"{kind}_evaluate")
+    hyper = {k: v for k, v in gan.model_dump(mode="json").items() if k not in ("dataset", "target")}
+    # A GAN's networks and reports live beside the models': data/models/<name>, reports/models/<name>.
+    _add_params_results(section, hyper, reports / "models" / name, f"{kind}_evaluate")
+    _add_run(section, models / name / GAN_MAIN_NET[kind], kind)
     return section
 
 
@@ -141,9 +154,10 @@ def _add_params_results(section: Section, hyper: dict, folder: Path, evaluate_st
     section.tables.append(("params.yaml", ["key", "value"], [[k, _plain(v)] for k, v in hyper.items()]))
     metrics = _read_json(folder / "metrics.json")
     if isinstance(metrics, dict):
+        section.metrics = metrics
         section.tables[:0] = metric_tables(metrics)
     else:
-        section.notes.append(f"no {folder / 'metrics.json'} yet: run the {evaluate_stage} stage")
+        section.notes.append(f"no {shown(folder / 'metrics.json')} yet: run the {evaluate_stage} stage")
     section.figures = figures_in(folder)
 
 
@@ -168,21 +182,16 @@ def lecture_section(reports: Path) -> Section:
 
 
 def collect(params: Params, reports: Path, models: Path, prepared: Path) -> list[Section]:
-    """Every model, every dataset, the lecture's figures, then any other folder of figures."""
+    """Every model, dataset and GAN of params.yaml, in its order, then the lecture's figures.
+
+    Only the folders params.yaml names are read (reports/models/<model>, ...): they are the stage's
+    deps, so a leftover folder of a removed entry, absent from a fresh clone, cannot change the page.
+    """
     sections = [model_section(params, name, reports, models) for name in params.models]
     sections += [dataset_section(params, name, reports, prepared) for name in params.datasets]
-    sections += [gan_section(params, name, reports) for name in {**params.dcgans, **params.cyclegans}]
+    sections += [gan_section(params, name, reports, models) for name in [*params.dcgans, *params.cyclegans]]
     if figures_in(reports / "lecture"):
         sections.append(lecture_section(reports))
-    known = {*params.models, *params.datasets, *params.dcgans, *params.cyclegans, "lecture"}
-    others = (
-        sorted(p for p in reports.iterdir() if p.is_dir() and p.name not in known) if reports.is_dir() else []
-    )
-    for folder in others:
-        if figures_in(folder):
-            sections.append(
-                Section(f"other-{folder.name}", folder.name, "other figures", figures=figures_in(folder))
-            )
     return sections
 
 
@@ -200,11 +209,17 @@ td:first-child, th:first-child { text-align: left; }
 figure { margin: 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.8em; color: #666; }
 .note { color: #8a5300; font-size: 0.9em; } nav a { margin-right: 0.8em; }
+code { user-select: all; }
 """
 
 
+def _text(value: str) -> str:
+    """Element text, quotes kept as typed: a filter copied from the page source pastes as is."""
+    return html.escape(value, quote=False)
+
+
 def _cell(value: Any) -> str:
-    if _is_number(value) and isinstance(value, float):
+    if isinstance(value, float):
         return f"{value:.4f}"
     return html.escape("" if value is None else str(value))
 
@@ -228,22 +243,21 @@ def _link(text: str, href: str) -> str:
     return f'<a href="{html.escape(href, quote=True)}">{html.escape(text)}</a>'
 
 
-def summary_table(params: Params, sections: list[Section], reports: Path) -> str:
+def summary_table(params: Params, sections: list[Section]) -> str:
     by_anchor = {s.anchor: s for s in sections}
     rows = []
     for name, p in params.models.items():
-        metrics = _read_json(reports / name / "metrics.json") or {}
-        links = by_anchor[f"model-{name}"].links
-        run = next((_link(t.split()[-1][:8], h) for t, h in links if t.startswith("MLflow")), "")
+        section = by_anchor[f"model-{name}"]
+        md5 = section.model_md5
         cells = [
             _link(name, f"#model-{name}"),
             html.escape(p.architecture),
             html.escape(p.dataset),
             *(
-                _cell(metrics.get(k))
+                _cell(section.metrics.get(k))
                 for k in ("accuracy", "macro_f1", "roc_auc", "shift_drop", "test_images")
             ),
-            run,
+            _link(md5[:8], f"#model-{name}") if md5 else "",
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = [
@@ -255,13 +269,26 @@ def summary_table(params: Params, sections: list[Section], reports: Path) -> str
         "ROC AUC",
         "shift drop",
         "test rows",
-        "MLflow run",
+        "model md5 (MLflow)",
     ]
     head = "".join(f"<th>{h}</th>" for h in header)
     return f"<table><caption>models (test split)</caption><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def render(params: Params, sections: list[Section], reports: Path, origin: str) -> str:
+def _how_to_find_runs() -> str:
+    example = run_filter("<md5>")
+    return (
+        "<p class=\"note\">Each model's and GAN's MLflow run carries the tag "
+        f"<code>{_text(tracking.MODEL_HASH_TAG)}</code>, the md5 of the model file it saved. "
+        "Its section shows that run's filter: paste it into the search box of the runs of the "
+        "experiment that params.yaml's <code>tracking.experiment</code> names. The default store's UI: "
+        f"<code>{_text(DEFAULT_STORE_UI)}</code> in the repository root, then {_text(tracking.DEFAULT_UI)}. "
+        "From Python: <code>mlflow.search_runs(search_all_experiments=True, "
+        f'filter_string="{_text(example)}")</code>.</p>'
+    )
+
+
+def render(params: Params, sections: list[Section]) -> str:
     """The whole page as one HTML string."""
     nav = " ".join(_link(s.title, f"#{s.anchor}") for s in sections)
     parts = [
@@ -269,19 +296,16 @@ def render(params: Params, sections: list[Section], reports: Path, origin: str) 
         '<html lang="en"><head><meta charset="utf-8"><title>convpipe report</title>',
         f"<style>{_STYLE}</style></head><body>",
         "<h1>convpipe report</h1>",
-        f'<p class="sub">{html.escape(origin)}</p>',
+        '<p class="sub">params.yaml and pipeline outputs of the commit whose dvc.lock records this page</p>',
         f"<nav>{nav}</nav>",
-        summary_table(params, sections, reports),
+        summary_table(params, sections),
+        _how_to_find_runs(),
     ]
-    parts.extend(
-        f'<p class="note">MLflow links open once its UI serves the store: <code>{html.escape(cmd)}</code></p>'
-        for cmd in dict.fromkeys(s.serve for s in sections if s.serve)
-    )
     for s in sections:
         parts.append(f'<section id="{html.escape(s.anchor)}">')
         parts.append(f'<h2>{html.escape(s.title)} <span class="sub">{html.escape(s.subtitle)}</span></h2>')
-        if s.links:
-            parts.append("<p>" + " · ".join(_link(t, h) for t, h in s.links) + "</p>")
+        if s.model_md5:
+            parts.append(f"<p>MLflow run: <code>{_text(run_filter(s.model_md5))}</code></p>")
         parts.extend(f'<p class="note">{html.escape(n)}</p>' for n in s.notes)
         parts.extend(_table(*t) for t in s.tables)
         if s.figures:
@@ -293,16 +317,9 @@ def render(params: Params, sections: list[Section], reports: Path, origin: str) 
 
 def write_report(params: Params, reports: Path, models: Path, prepared: Path, out: Path) -> list[Section]:
     """Collect everything and write the page to `out` (replaced in one step, never half-written)."""
-    from pipeline import tracking
-
-    reports, models, prepared = Path(reports), Path(models), Path(prepared)
+    reports, models, prepared, out = Path(reports), Path(models), Path(prepared), Path(out)
     sections = collect(params, reports, models, prepared)
-    tags = tracking.provenance_tags()
-    origin = f"params.yaml of commit {tags.get('git_commit', 'unknown')}"
-    if tags.get("git_dirty") == "true":
-        origin += " (with uncommitted changes)"
-    out = Path(out)
     tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(render(params, sections, reports, origin), encoding="utf-8")
+    tmp.write_bytes(render(params, sections).encode("utf-8"))  # bytes: no platform newline translation
     tmp.replace(out)
     return sections

@@ -180,7 +180,7 @@ def test_repro_trains_and_measures_the_dcgan(make_repo, dvc):
     repo = make_repo(params)
     dvc(repo, "repro", "dcgan_evaluate")
 
-    dc = json.loads((repo / "reports/gans/dcgan/metrics.json").read_text())
+    dc = json.loads((repo / "reports/models/dcgan/metrics.json").read_text())
     assert dc["fid"] == "FID (EfficientNet-Lite0 features)"
     # One epoch: evaluate recomputes the last epoch's FID from the saved generator and fixed latents.
     assert dc["fid_lite0"] == pytest.approx(dc["fid_lite0_first_epoch"], rel=1e-3)
@@ -189,8 +189,8 @@ def test_repro_trains_and_measures_the_dcgan(make_repo, dvc):
     assert set(dc["per_class_label_accuracy"]) == set(params["datasets"]["shapes"]["classes"])
     assert set(dc["per_class_diversity"]) == set(dc["per_class_label_accuracy"])
     assert dc["diversity"] > 0
-    assert (repo / "reports/gans/dcgan/samples.png").stat().st_size > 1000
-    assert (repo / "reports/gans/dcgan/fid.png").is_file()
+    assert (repo / "reports/models/dcgan/samples.png").stat().st_size > 1000
+    assert (repo / "reports/models/dcgan/fid.png").is_file()
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(params["tracking"]["experiment"])

@@ -1,4 +1,5 @@
-"""DVC stage `report`: reports/index.html, every model's metrics and figures in one page, opened from disk."""
+"""DVC stage `report`: reports/index.html, every dataset's, model's and GAN's metrics and figures and
+the lecture's in one page, opened from disk; the same bytes in every clone of a commit."""
 
 from __future__ import annotations
 
@@ -11,14 +12,13 @@ from pipeline.stages.common import load_checked
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--reports", type=Path, required=True, help="folder of every stage's figures and metrics")
-    ap.add_argument(
-        "--models", type=Path, required=True, help="folder of the trained models (to find their runs)"
-    )
-    ap.add_argument(
-        "--prepared", type=Path, required=True, help="folder of the prepared datasets (manifests)"
-    )
-    ap.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    for name, help_ in (
+        ("reports", "folder of datasets/, models/ and lecture/"),
+        ("models", "trained models and GANs (the md5 of each finds its MLflow run)"),
+        ("prepared", "prepared datasets (their manifests)"),
+        ("out", "the HTML file to write"),
+    ):
+        ap.add_argument(f"--{name}", type=Path, required=True, help=help_)
     args = ap.parse_args()
     params = load_checked()
     if not args.reports.is_dir():
