@@ -5,13 +5,70 @@ from __future__ import annotations
 import copy
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pipeline import params as P
 from pipeline.tools import sandbox
 from pipeline.tools.sandbox import BIN, ROOT, only, project_params  # noqa: F401 - shared with the test modules
 
 stage_env = sandbox.child_env
+
+SECTIONS = {
+    "runtime": P.Runtime,
+    "tracking": P.Tracking,
+    "lecture": P.Lecture,
+    "augment": P.Augment,
+    "dcgans": P.DcganParams,
+    "cyclegans": P.CycleganParams,
+}
+
+
+# A user's folders have no entry in the project's params.yaml; these state every value for tests.
+USER_FOLDERS = {
+    "folder": {
+        "source": "folder",
+        "path": "images",
+        "image_size": 32,
+        "channels": 3,
+        "resize": "stretch",
+        "classes": None,
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+    },
+    "seg_folder": {
+        "source": "seg_folder",
+        "path": "images",
+        "image_size": 32,
+        "classes": {"background": 0, "object": 1},
+        "background": "background",
+        "channels": 3,
+        "resize": "stretch",
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+    },
+}
+
+
+def entry(section: str, name: str | None = None, **overrides: Any) -> P.Strict:
+    """The parsed params of the project's params.yaml entry `section.name`, with `overrides`.
+
+    `name` is None for the sections that are one entry (runtime, tracking, lecture); the datasets
+    "folder" and "seg_folder" are USER_FOLDERS. The values a test runs with are then all stated,
+    never a default of the schema's.
+    """
+    raw = project_params()[section]
+    if section == "datasets" and name not in raw:
+        raw = USER_FOLDERS
+    values = {**copy.deepcopy(raw if name is None else raw[name]), **overrides}
+    if section == "datasets":
+        kind = P.DATASET_SOURCES[values["source"]]
+    elif section == "models":
+        kind = P.ARCHITECTURES[values["architecture"]]
+    else:
+        kind = SECTIONS[section]
+    return kind.model_validate(values)
 
 
 def tiny(params: dict) -> dict:

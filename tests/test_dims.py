@@ -173,13 +173,14 @@ def test_no_single_frame_shows_the_direction():
 
 @pytest.fixture
 def prepared(tmp_path):
+    from conftest import entry
+
     from pipeline.data.prepare import prepare
-    from pipeline.params import MotionDataset, SpectraDataset
 
     sets = {
-        "spectra": SpectraDataset(source="spectra", per_class=6, length=48),
-        "motion": MotionDataset(source="motion", per_class=6, frames=4, image_size=8),
-        "motion_frame": MotionDataset(source="motion", per_class=6, frames=4, image_size=8, frame=2),
+        "spectra": entry("datasets", "spectra", per_class=6, length=48),
+        "motion": entry("datasets", "motion", per_class=6, frames=4, image_size=8),
+        "motion_frame": entry("datasets", "motion_frame", per_class=6, frames=4, image_size=8, frame=2),
     }
     manifests = {n: prepare(n, ds, seed=3, out_dir=tmp_path / n, progress=False) for n, ds in sets.items()}
     return tmp_path, manifests
@@ -204,14 +205,18 @@ def test_prepare_writes_sequences_videos_and_frames(prepared):
 
 @pytest.mark.parametrize("name", ["spectra", "motion"])
 def test_augment_and_preview_on_rows_that_are_not_images(prepared, tmp_path, name):
+    from conftest import entry
+
     from pipeline import plots
     from pipeline.data import augment
     from pipeline.data.arrays import load_split
-    from pipeline.params import Augment, Transform
+    from pipeline.params import Transform
 
     root, _ = prepared
     x, y = load_split(root / name, "train")
-    spec = Augment(
+    spec = entry(
+        "augment",
+        "shapes",
         copies=2,
         transforms=[
             Transform(name="HorizontalFlip", p=0.5),

@@ -23,11 +23,11 @@ MIRRORED = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from pipeline import runtime, training
     from pipeline.models.registry import build
-    from pipeline.params import CnnParams, Runtime
+    from tests.conftest import entry
 
-    rt = Runtime(distribute="mirrored", verbose=0)
+    rt = entry("runtime", distribute="mirrored", verbose=0)
     runtime.setup(rt, seed=3)
-    p = CnnParams(dataset="d", architecture="cnn", filters=[4, 8], epochs=2, batch_size=8)
+    p = entry("models", "cnn", dataset="d", filters=[4, 8], epochs=2, batch_size=8)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (32, 16, 16, 1), dtype=np.uint8)
     y = rng.integers(0, 3, 32)
@@ -101,9 +101,9 @@ def test_gpu_mixed_precision_smoke():
         import numpy as np
         from pipeline import runtime, training
         from pipeline.models.registry import build
-        from pipeline.params import CnnParams, Runtime
-        keras = runtime.setup(Runtime(device="gpu", mixed_precision=True, verbose=0), seed=0)
-        p = CnnParams(dataset="d", architecture="cnn", epochs=1, batch_size=16)
+        from tests.conftest import entry
+        keras = runtime.setup(entry("runtime", device="gpu", mixed_precision=True, verbose=0), seed=0)
+        p = entry("models", "cnn", dataset="d", epochs=1, batch_size=16)
         x = np.random.default_rng(0).integers(0, 255, (64, 32, 32, 1), dtype=np.uint8)
         y = np.arange(64) % 5
         data = training.ArrayBatches(x, y, 16, True, 0, 5)

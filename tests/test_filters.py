@@ -59,9 +59,9 @@ def test_filter_finds_the_slash_the_shapes_data_draws():
 @pytest.fixture
 def angle_data(tmp_path):
     from pipeline.data.prepare import prepare
-    from pipeline.params import ShapesDataset
+    from tests.conftest import entry
 
-    ds = ShapesDataset(source="shapes", positive="angle", per_class=100, image_size=24)
+    ds = entry("datasets", "angle_vs_rest", per_class=100, image_size=24)
     prepare("angle_vs_rest", ds, seed=1, out_dir=tmp_path / "prepared", progress=False)
     return tmp_path / "prepared"
 

@@ -15,6 +15,7 @@ from pipeline.data.folder import SkipImage, read_image, scan
 from pipeline.data.prepare import prepare
 from pipeline.errors import UserError
 from pipeline.params import FolderDataset
+from tests.conftest import entry
 
 BLUEISH = (10, 100, 200)
 BLUEISH_GRAY = 84  # ITU-R 601 luma that PIL uses: (299*10 + 587*100 + 114*200) / 1000 = 84.49
@@ -267,8 +268,8 @@ def test_scan_keeps_the_order_of_paths_in_nested_folders(tmp_path):
 
 
 def folder_dataset(root: Path, **kw) -> FolderDataset:
-    return FolderDataset(
-        source="folder", path=str(root), image_size=8, val_fraction=0.2, test_fraction=0.2, **kw
+    return entry(
+        "datasets", "folder", path=str(root), image_size=8, val_fraction=0.2, test_fraction=0.2, **kw
     )
 
 

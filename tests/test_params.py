@@ -15,7 +15,7 @@ import yaml
 from pipeline import params as P
 from pipeline.errors import UserError, choices_hint, closest, run_cli
 from pipeline.stages.common import load_checked
-from tests.conftest import ROOT, project_params, tiny
+from tests.conftest import ROOT, USER_FOLDERS, project_params, tiny
 
 
 def base() -> dict:
@@ -160,17 +160,18 @@ def test_unknown_source_lists_the_sources_and_the_closest():
 
 
 def test_folder_dataset_needs_a_path_and_checks_its_keys():
-    folder = {"source": "folder", "path": "images", "chanels": 3}
+    folder = USER_FOLDERS["folder"]
+    misspelled = {**{k: v for k, v in folder.items() if k != "channels"}, "chanels": 3}
 
     def add(p, entry):
         p["datasets"]["mine"] = entry
-        p["augment"]["mine"] = {"copies": 0, "transforms": []}
+        p["augment"]["mine"] = {"copies": 0, "preview": 8, "transforms": []}
 
-    msg = error_of(lambda p: add(p, folder))
+    msg = error_of(lambda p: add(p, misspelled))
     assert "datasets.mine.chanels: unknown key" in msg and "(closest: channels)" in msg
-    msg = error_of(lambda p: add(p, {"source": "folder"}))
+    msg = error_of(lambda p: add(p, {k: v for k, v in folder.items() if k != "path"}))
     assert "datasets.mine.path: required key is missing" in msg
-    msg = error_of(lambda p: add(p, {"source": "folder", "path": "x", "resize": "squash"}))
+    msg = error_of(lambda p: add(p, {**folder, "path": "x", "resize": "squash"}))
     assert "datasets.mine.resize: got 'squash'; valid: crop, pad, stretch" in msg
 
 
@@ -181,7 +182,7 @@ def test_missing_augment_entry_says_how_to_turn_augmentation_off():
 
 
 def test_augment_entry_for_no_dataset_gets_the_closest_match():
-    msg = error_of(lambda p: p["augment"].update(shape={"copies": 0}))
+    msg = error_of(lambda p: p["augment"].update(shape={"copies": 0, "preview": 8, "transforms": []}))
     assert "augment.shape: no dataset of that name" in msg and "(closest: shapes)" in msg
 
 
@@ -260,7 +261,9 @@ def test_load_checked_checks_the_augmentations_too(tmp_path, monkeypatch):
 def test_load_checked_names_a_bad_augmentation_argument(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     raw = base()
-    raw["augment"]["shapes"]["transforms"] = [{"name": "GaussNoise", "args": {"std_rang": [0.1, 0.2]}}]
+    raw["augment"]["shapes"]["transforms"] = [
+        {"name": "GaussNoise", "p": 0.5, "args": {"std_rang": [0.1, 0.2]}}
+    ]
     write_params(tmp_path, raw)
     with pytest.raises(UserError) as exc:
         load_checked()
@@ -289,7 +292,7 @@ def run_stage(folder: Path, *args: str) -> subprocess.CompletedProcess:
             "error: params.yaml: models.cnn.learning_rate: unknown key; valid keys: ",
         ),
         (
-            lambda p: p["augment"]["shapes"].update(transforms=[{"name": "HorizontalFlp"}]),
+            lambda p: p["augment"]["shapes"].update(transforms=[{"name": "HorizontalFlp", "p": 0.5}]),
             "error: augment.shapes.transforms[0].name: unknown transform 'HorizontalFlp'; valid: ",
         ),
     ],

@@ -19,9 +19,9 @@ from pipeline.data.folder import read_image
 from pipeline.data.prepare import prepare
 from pipeline.errors import UserError
 from pipeline.models.registry import build
-from pipeline.params import CnnParams, ShapesDataset
+from pipeline.params import ShapesDataset
 from pipeline.tools import predict as P
-from tests.conftest import ROOT
+from tests.conftest import ROOT, entry
 
 
 def train_tiny(folder: Path, ds: ShapesDataset, architecture: str, **hyper) -> Path:
@@ -31,7 +31,7 @@ def train_tiny(folder: Path, ds: ShapesDataset, architecture: str, **hyper) -> P
     n = len(manifest["classes"])
     keras.utils.set_random_seed(0)
     model = build(architecture, tuple(manifest["shape"]), n, **hyper)
-    p = CnnParams(dataset="tiny", architecture="cnn", lr=0.01)
+    p = entry("models", "cnn", dataset="tiny", lr=0.01)
     training.compile_model(model, p, n, 1, jit=False)
     model.fit(training.ArrayBatches(x, y, 16, True, 0, n), epochs=1, verbose=0)
     training.save_model(model, folder / "model.keras")
@@ -41,8 +41,13 @@ def train_tiny(folder: Path, ds: ShapesDataset, architecture: str, **hyper) -> P
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("multi")
-    ds = ShapesDataset(
-        source="shapes", classes=["angle", "line", "ring"], per_class=8, image_size=16, test_fraction=0.25
+    ds = entry(
+        "datasets",
+        "shapes",
+        classes=["angle", "line", "ring"],
+        per_class=8,
+        image_size=16,
+        test_fraction=0.25,
     )
     train_tiny(folder, ds, "cnn", filters=[4])
     # The test split as PNG files in a folder, with a subfolder, a non-image and a hidden file.
@@ -60,7 +65,7 @@ def multi(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("binary")
-    ds = ShapesDataset(source="shapes", positive="angle", per_class=8, image_size=16)
+    ds = entry("datasets", "angle_vs_rest", per_class=8, image_size=16)
     train_tiny(folder, ds, "filter_net", kernel_size=3)
     return folder
 

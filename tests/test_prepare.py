@@ -17,7 +17,7 @@ from pipeline.data.arrays import SPLITS
 from pipeline.data.prepare import prepare
 from pipeline.data.split import stratified_split
 from pipeline.params import ShapesDataset
-from tests.conftest import ROOT, only, project_params, tiny
+from tests.conftest import ROOT, entry, only, project_params, tiny
 
 
 def test_split_proportions_per_class():
@@ -45,7 +45,7 @@ def test_split_is_seeded_and_interleaves_classes():
 
 def shapes_ds(**kw) -> ShapesDataset:
     base = {"source": "shapes", "classes": ["angle", "line", "ring"], "per_class": 10, "image_size": 16}
-    return ShapesDataset(**{**base, **kw})
+    return entry("datasets", "shapes", **{**base, **kw})
 
 
 def test_prepare_shapes_writes_arrays_and_manifest(tmp_path):
@@ -114,9 +114,9 @@ def test_failed_prepare_stage_leaves_no_output(tmp_path):
         (tmp_path / "images/dogs").mkdir(parents=True, exist_ok=True)
         (tmp_path / f"images/dogs/{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     params = only(tiny(project_params()), "mlp")
-    params["datasets"] = {"pets": {"source": "folder", "path": "images", "image_size": 8}}
-    params["augment"] = {"pets": {"copies": 0, "transforms": []}}
-    params["models"] = {"m": {"dataset": "pets", "architecture": "mlp"}}
+    params["datasets"] = {"pets": entry("datasets", "folder", path="images", image_size=8).model_dump()}
+    params["augment"] = {"pets": entry("augment", "shapes", copies=0, transforms=[]).model_dump()}
+    params["models"] = {"m": entry("models", "mlp", dataset="pets").model_dump()}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     proc = subprocess.run(
@@ -142,13 +142,11 @@ def test_failed_prepare_stage_leaves_no_output(tmp_path):
 def test_prepare_folder_under_each_resize_policy(tmp_path, policy):
     from PIL import Image
 
-    from pipeline.params import FolderDataset
-
     for cls, value in (("a", 60), ("b", 250)):
         (tmp_path / "img" / cls).mkdir(parents=True)
         for i in range(4):
             Image.new("L", (12, 6), value).save(tmp_path / "img" / cls / f"{i}.png")
-    ds = FolderDataset(source="folder", path=str(tmp_path / "img"), image_size=12, channels=1, resize=policy)
+    ds = entry("datasets", "folder", path=str(tmp_path / "img"), image_size=12, channels=1, resize=policy)
     prepare("f", ds, 0, tmp_path / "out", progress=False)
     x = np.concatenate([np.load(tmp_path / "out" / f"{s}_x.npy") for s in SPLITS])
     y = np.concatenate([np.load(tmp_path / "out" / f"{s}_y.npy") for s in SPLITS])

@@ -8,13 +8,14 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.params import Tracking
+from tests.conftest import entry
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the default store then lives in tmp_path
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield Tracking(experiment="registry-test")
+    yield entry("tracking", experiment="registry-test")
     mlflow.set_tracking_uri(None)
 
 

@@ -12,6 +12,7 @@ from pipeline.data.arrays import load_split
 from pipeline.data.prepare import prepare
 from pipeline.errors import UserError
 from pipeline.params import SegFolderDataset, parse
+from tests.conftest import USER_FOLDERS, entry, project_params
 
 IDS = {"background": 0, "cell": 128, "nucleus": 255}
 
@@ -37,7 +38,7 @@ def make_folder(root: Path, n: int = 8, size: tuple[int, int] = (20, 12)) -> Pat
 
 
 def dataset(root: Path, **kw) -> SegFolderDataset:
-    return SegFolderDataset(source="seg_folder", path=str(root), classes=IDS, image_size=16, channels=3, **kw)
+    return entry("datasets", "seg_folder", path=str(root), classes=IDS, image_size=16, channels=3, **kw)
 
 
 def test_prepares_class_indices_in_declared_order(tmp_path):
@@ -60,8 +61,8 @@ def test_palette_masks_use_palette_indices(tmp_path):
         palette_mask = Image.fromarray((ids // 127).astype(np.uint8), "P")  # indices 0, 1, 2
         palette_mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
         palette_mask.save(path)
-    ds = SegFolderDataset(
-        source="seg_folder", path=str(root), classes={"bg": 0, "cell": 1, "nucleus": 2}, background="bg"
+    ds = entry(
+        "datasets", "seg_folder", path=str(root), classes={"bg": 0, "cell": 1, "nucleus": 2}, background="bg"
     )
     prepare("p", ds, 0, tmp_path / "out", False)
     _, y = load_split(tmp_path / "out", "train")
@@ -139,15 +140,16 @@ def test_corrupt_image_is_skipped_and_listed(tmp_path):
 
 
 def params_with(dataset_entry: dict, model_entry: dict) -> dict:
-    return {
-        "datasets": {"cells": dataset_entry},
-        "augment": {"cells": {"copies": 0}},
-        "models": {"m": {"dataset": "cells", **model_entry}},
-    }
+    raw = project_params()
+    raw["datasets"]["cells"] = dataset_entry
+    raw["augment"]["cells"] = raw["augment"]["tracks"]
+    # The project's model named as the architecture (unet, cnn) gives every other key.
+    raw["models"]["m"] = {**raw["models"][model_entry["architecture"]], "dataset": "cells", **model_entry}
+    return raw
 
 
 def test_params_errors_name_the_key():
-    entry = {"source": "seg_folder", "path": "x", "classes": {"a": 0, "b": 1}}
+    entry = {**USER_FOLDERS["seg_folder"], "path": "x", "classes": {"a": 0, "b": 1}}
     with pytest.raises(UserError, match=r"datasets\.cells.*background 'background' is not one of classes"):
         parse(params_with(entry, {"architecture": "unet"}))
     entry["background"] = "a"
@@ -159,6 +161,6 @@ def test_params_errors_name_the_key():
         parse(params_with(entry, {"architecture": "unet", "class_weights": [1, 2, 3]}))
     with pytest.raises(UserError, match=r"models\.m\.loss\.hinge"):
         parse(params_with(entry, {"architecture": "unet", "loss": {"hinge": 1.0}}))
-    shapes = {"source": "shapes"}
+    shapes = project_params()["datasets"]["shapes"]
     with pytest.raises(UserError, match=r"'unet' does not fit dataset 'cells', which is for classification"):
         parse(params_with(shapes, {"architecture": "unet"}))

@@ -8,6 +8,7 @@ import pytest
 from pipeline.data import shapes
 from pipeline.data.prepare import shapes_source
 from pipeline.params import SHAPE_CLASSES, ShapesDataset
+from tests.conftest import entry
 
 STROKE = 5  # a '/' run this long is the feature the lecture's filter finds; only angles may have one
 
@@ -86,8 +87,8 @@ def test_noise_class_is_background_only_and_figures_are_bright():
 
 
 def test_each_image_depends_only_on_seed_class_and_index():
-    small = ShapesDataset(source="shapes", classes=["ring", "line"], per_class=4, image_size=16)
-    large = ShapesDataset(source="shapes", per_class=9, image_size=16)
+    small = entry("datasets", "shapes", classes=["ring", "line"], per_class=4, image_size=16)
+    large = entry("datasets", "shapes", per_class=9, image_size=16)
     a, b = shapes_source(small, seed=3), shapes_source(large, seed=3)
     ring_in_a = [k for k, label in enumerate(a.labels) if a.classes[label] == "ring"]
     ring_in_b = [k for k, label in enumerate(b.labels) if b.classes[label] == "ring"]

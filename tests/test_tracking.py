@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.params import Tracking
-from tests.conftest import ROOT
+from tests.conftest import ROOT, entry
 
 
 @pytest.fixture
@@ -52,12 +52,12 @@ def test_flatten():
 def test_tracking_uri_precedence(clean_env, tmp_path):
     assert tracking.repo_root() == ROOT  # the code's repository, not the current folder
     clean_env.chdir(tmp_path)
-    assert tracking.tracking_uri(Tracking()) == f"sqlite:///{ROOT / 'mlflow.db'}"
+    assert tracking.tracking_uri(entry("tracking")) == f"sqlite:///{ROOT / 'mlflow.db'}"
     clean_env.setenv("DVC_ROOT", str(tmp_path / "repo"))  # DVC names the repository of the run
-    assert tracking.tracking_uri(Tracking()) == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
+    assert tracking.tracking_uri(entry("tracking")) == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
     clean_env.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.tracking_uri(Tracking()) == "http://127.0.0.1:5999"
-    assert tracking.tracking_uri(Tracking(uri="sqlite:///x.db")) == "sqlite:///x.db"
+    assert tracking.tracking_uri(entry("tracking")) == "http://127.0.0.1:5999"
+    assert tracking.tracking_uri(entry("tracking", uri="sqlite:///x.db")) == "sqlite:///x.db"
 
 
 def test_default_store_and_artifacts_sit_at_the_repository_root(clean_env, store_root, tmp_path):
@@ -65,11 +65,12 @@ def test_default_store_and_artifacts_sit_at_the_repository_root(clean_env, store
     clean_env.setenv("DVC_ROOT", str(root))
     clean_env.chdir(elsewhere)
     try:
-        experiment_id = tracking.use_experiment(Tracking(experiment="e"))
+        experiment_id = tracking.use_experiment(entry("tracking", experiment="e"))
         assert (root / "mlflow.db").is_file() and not list(elsewhere.iterdir())
         location = MlflowClient().get_experiment(experiment_id).artifact_location
         assert location == (root / "mlartifacts").as_uri()
-        assert tracking.use_experiment(Tracking(experiment="e")) == experiment_id  # found, not re-created
+        # found, not re-created
+        assert tracking.use_experiment(entry("tracking", experiment="e")) == experiment_id
     finally:
         mlflow.set_tracking_uri(None)
 

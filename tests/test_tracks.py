@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.data import augment
-from pipeline.data import tracks
+from pipeline.data import augment, tracks
 from pipeline.data.arrays import load_split
 from pipeline.data.prepare import prepare
 from pipeline.errors import UserError
-from pipeline.params import Augment, TracksDataset, Transform, parse
+from pipeline.params import TracksDataset, Transform, parse
+from tests.conftest import entry, project_params
 
 EIGHT = np.ones((3, 3), bool)
 
 
 def dataset(**kw) -> TracksDataset:
-    return TracksDataset(source="tracks", **kw)
+    return entry("datasets", "tracks32_clean" if kw.get("render") == "clean" else "tracks", **kw)
 
 
 def test_frames_depend_only_on_seed_and_index():
@@ -85,11 +85,9 @@ def test_track_counts_and_intensities_come_from_params():
 
 
 def test_ranges_are_checked():
-    raw = {
-        "datasets": {"t": {"source": "tracks", "betas": [3, 1]}},
-        "augment": {"t": {"copies": 0}},
-        "models": {"u": {"dataset": "t", "architecture": "unet"}},
-    }
+    raw = project_params()
+    raw["datasets"]["t"] = {**raw["datasets"]["tracks"], "betas": [3, 1]}
+    raw["augment"]["t"] = raw["augment"]["tracks"]
     with pytest.raises(UserError, match=r"datasets\.t.*betas \[min, max\] needs min <= max"):
         parse(raw)
 
@@ -128,7 +126,9 @@ def _patterned(n: int, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
 
 def test_augmentation_moves_masks_with_images(tmp_path):
     images, masks = _patterned(12)
-    spec = Augment(
+    spec = entry(
+        "augment",
+        "tracks",
         copies=2,
         transforms=[
             Transform(name="HorizontalFlip", p=1.0),
@@ -148,7 +148,9 @@ def test_interpolating_transforms_keep_mask_values(tmp_path):
     """Rotation by an arbitrary angle blends image pixels but must not blend class ids."""
     images, masks = _patterned(8)
     masks = masks * 3  # ids 0 and 3: linear blending would create 1s and 2s
-    spec = Augment(copies=1, transforms=[Transform(name="Rotate", p=1.0, args={"limit": [20, 40]})])
+    spec = entry(
+        "augment", "tracks", copies=1, transforms=[Transform(name="Rotate", p=1.0, args={"limit": [20, 40]})]
+    )
     x, y = augment.augment_split(spec, "t", images, masks, 5, tmp_path, progress=False, masks=True)
     assert set(np.unique(y[8:])) <= {0, 3}
     agree = (y[8:] == 3) == (np.asarray(x[8:])[..., 0] > 128)
@@ -158,7 +160,12 @@ def test_interpolating_transforms_keep_mask_values(tmp_path):
 def test_transforms_draw_independently(tmp_path):
     """Two transforms with the same p must not always fire together (albumentations seeds each alike)."""
     images = np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1).repeat(200, axis=0)
-    spec = Augment(copies=1, transforms=[Transform(name="HorizontalFlip"), Transform(name="VerticalFlip")])
+    spec = entry(
+        "augment",
+        "tracks",
+        copies=1,
+        transforms=[Transform(name="HorizontalFlip", p=0.5), Transform(name="VerticalFlip", p=0.5)],
+    )
     x, _ = augment.augment_split(spec, "t", images, np.zeros(200, int), 3, tmp_path, progress=False)
     out = x[200:]
     seen = {

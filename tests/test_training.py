@@ -11,6 +11,7 @@ import pytest
 from pipeline import training
 from pipeline.models.registry import build
 from pipeline.params import MlpParams
+from tests.conftest import entry
 
 
 def indexed(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +69,7 @@ def test_batches_read_memory_mapped_arrays(tmp_path):
 
 
 def mlp_params(**kw) -> MlpParams:
-    return MlpParams(dataset="d", architecture="mlp", **kw)
+    return entry("models", "mlp", dataset="d", **kw)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
@@ -147,13 +148,12 @@ def test_save_model_gives_the_same_bytes_for_the_same_weights(tmp_path):
 
 def test_runtime_setup_seeds_everything_and_asks_for_determinism(monkeypatch):
     from pipeline import runtime
-    from pipeline.params import Runtime
 
     for var in ("TF_DETERMINISTIC_OPS", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS"):
         monkeypatch.delenv(var, raising=False)
 
     def draws() -> tuple:
-        k = runtime.setup(Runtime(device="cpu"), seed=5)
+        k = runtime.setup(entry("runtime", device="cpu"), seed=5)
         return np.random.rand(3).tolist(), np.asarray(k.random.uniform((3,))).tolist()
 
     assert draws() == draws()
@@ -164,9 +164,8 @@ def test_runtime_setup_seeds_everything_and_asks_for_determinism(monkeypatch):
 def test_asking_for_a_gpu_without_one_is_a_user_error():
     from pipeline import runtime
     from pipeline.errors import UserError
-    from pipeline.params import Runtime
 
     if runtime.gpu_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(UserError, match=r"runtime\.device: 'gpu' but no GPU is visible"):
-        runtime.setup(Runtime(device="gpu"), seed=0)
+        runtime.setup(entry("runtime", device="gpu"), seed=0)

@@ -14,6 +14,7 @@ from pipeline.models import transfer
 from pipeline.models.weights_import import LITE0_WEIGHTS_FILE, import_efficientnet_lite0
 from pipeline.params import Tracking, TransferParams
 from pipeline.tasks import transfer as transfer_training
+from tests.conftest import entry, project_params
 
 # tf.data ignores eager mode (see `eager`) and says so at every fit.
 pytestmark = pytest.mark.filterwarnings("ignore:Even though the `tf.config.experimental_run_functions")
@@ -65,7 +66,7 @@ def make_params(**overrides) -> TransferParams:
         "fine_tune_layers": 3,
         "fine_tune_lr": 0.01,
     }
-    return TransferParams.model_validate({**base, **overrides})
+    return entry("models", "transfer", **{**base, **overrides})
 
 
 def snapshot(model: keras.Model) -> dict[str, list[np.ndarray]]:
@@ -163,7 +164,7 @@ def test_two_phases_are_one_run_with_continuous_steps(weights_dir, store, tmp_pa
 
 @pytest.mark.slow
 def test_scratch_backbone_trains_everything_in_phase1(store, tmp_path):
-    p = make_params(weights=None, fine_tune_epochs=0)
+    p = make_params(weights=None, fine_tune_epochs=0, fine_tune_layers=None, fine_tune_lr=None)
     model = transfer_training.build(p, (SIZE, SIZE, 1), 2, None)
     net = transfer.backbone_of(model)
     before = snapshot(net)
@@ -184,7 +185,7 @@ def test_missing_weights_file_is_one_clear_error(tmp_path):
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "resnet50"])
 def test_keras_application_backbones_build_and_save(backbone, tmp_path):
     """weights: null here (imagenet would download); the model predicts and survives save/load."""
-    p = make_params(backbone=backbone, weights=None)
+    p = make_params(backbone=backbone, weights=None, fine_tune_layers=None)
     model = transfer_training.build(p, (SIZE, SIZE, 3), 3, None)
     x = tiny_data(2)[0].repeat(3, axis=-1)
     out = np.asarray(model.predict_on_batch(x))
@@ -203,15 +204,13 @@ def test_keras_application_backbones_build_and_save(backbone, tmp_path):
 
 
 def test_bad_transfer_params_are_one_line_naming_the_key():
-    raw = {
-        "datasets": {"faces": {"source": "lfw"}},
-        "augment": {"faces": {"copies": 0}},
-        "models": {"t": {"dataset": "faces", "architecture": "transfer", "backbone": "vgg16"}},
-    }
+    raw = project_params()
+    raw["models"]["t"] = {**raw["models"]["transfer"], "backbone": "vgg16"}
     with pytest.raises(UserError, match=r"models\.t\.backbone: got 'vgg16'; valid: efficientnet_b0"):
         params_module.parse(raw)
-    raw["models"]["t"] = {"dataset": "faces", "architecture": "transfer", "fine_tune_lr": 0}
+    raw["models"]["t"] = {**raw["models"]["transfer"], "fine_tune_lr": 0}
     with pytest.raises(UserError, match=r"models\.t\.fine_tune_lr"):
         params_module.parse(raw)
-    raw["models"]["t"] = {"dataset": "faces", "architecture": "transfer"}
-    assert params_module.parse(raw).model("t").weights == "imagenet"  # the offline default
+    raw["models"]["t"] = {k: v for k, v in raw["models"]["transfer"].items() if k != "weights"}
+    with pytest.raises(UserError, match=r"models\.t\.weights: required key is missing"):
+        params_module.parse(raw)  # no default: params.yaml states the weights

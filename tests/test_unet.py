@@ -9,11 +9,12 @@ import pytest
 from pipeline.models.registry import BUILDERS, build
 from pipeline.params import ARCHITECTURES, UnetParams, arch_kwargs
 from pipeline.tasks import segmentation
+from tests.conftest import entry
 
 
 def test_registered_under_one_name():
     assert BUILDERS["unet"] is not None and ARCHITECTURES["unet"] is UnetParams
-    p = UnetParams(dataset="d", architecture="unet", depth=2, filters=4, decoder="upsample")
+    p = entry("models", "unet", dataset="d", depth=2, filters=4, decoder="upsample")
     # Only the builder's own hyperparameters reach it: not the loss or other training keys.
     assert arch_kwargs(p) == {
         "depth": 2,

@@ -13,11 +13,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from pipeline.models import weights_import
-from pipeline.tools import imagenet_predict
 from pipeline.errors import UserError
+from pipeline.models import weights_import
 from pipeline.models.efficientnet_lite import efficientnet_lite0, keras_name
 from pipeline.models.weights_import import UnsafePickleError, read_torch_state_dict
+from pipeline.tools import imagenet_predict
 
 
 @pytest.fixture(scope="module")

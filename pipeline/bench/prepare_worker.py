@@ -18,7 +18,16 @@ def main() -> None:
     ap.add_argument("--size", type=int, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    ds = FolderDataset(source="folder", path=str(args.root), image_size=args.size)
+    ds = FolderDataset(
+        source="folder",
+        path=str(args.root),
+        image_size=args.size,
+        channels=3,
+        resize="stretch",
+        classes=None,
+        val_fraction=0.15,
+        test_fraction=0.15,
+    )
     start = time.perf_counter()
     manifest = prepare("bench", ds, 42, args.out, progress=False)
     seconds = time.perf_counter() - start

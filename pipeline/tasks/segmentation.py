@@ -261,7 +261,8 @@ def objective(p, manifest: dict) -> tuple[SegmentationLoss, list[keras.metrics.M
     weights = p.class_weights
     if weights == "balanced":  # from the pixel shares of the prepared training split
         weights = balanced_class_weights([manifest["counts"]["train"][c] for c in classes])
-    loss = SegmentationLoss(len(classes), p.loss, weights, p.focal_gamma)
+    focal = {} if p.focal_gamma is None else {"focal_gamma": p.focal_gamma}  # only a focal term reads it
+    loss = SegmentationLoss(len(classes), p.loss, weights, **focal)
     metrics = epoch_metrics(classes, foreground_ids(classes, manifest["background"]))
     return loss, metrics, {"class_weights_used": str(weights)}
 

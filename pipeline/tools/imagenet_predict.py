@@ -138,7 +138,18 @@ def main() -> None:
     from pipeline import runtime
     from pipeline.params import Runtime
 
-    runtime.setup(Runtime(backend=os.environ.get("KERAS_BACKEND", "tensorflow")), seed=0)
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    settings = Runtime(
+        backend=backend,
+        device="auto",
+        deterministic=True,
+        mixed_precision=False,
+        jit_compile=False,
+        distribute="none",
+        workers=1,
+        verbose=1,
+    )
+    runtime.setup(settings, seed=0)
     model = load_model(args.weights)
     for path, ranked in zip(args.images, top_k(model, images, args.top), strict=True):
         print(f"{path}:")
