@@ -51,18 +51,28 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], pa
     _save(fig, path)
 
 
-def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
-    """ROC of the positive class for a binary task; one-vs-rest per class otherwise."""
+def roc_curves(
+    y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str], path: Path, title: str
+) -> list[dict]:
+    """ROC of the positive class for a binary task; one-vs-rest per class otherwise.
+
+    Returns the curves as rows {class, fpr, tpr} (roc.json, a DVC plot).
+    """
     from sklearn.metrics import auc, roc_curve
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     targets = [1] if len(classes) == 2 else range(len(classes))
+    rows = []
     for c in targets:
         truth = np.asarray(y_true) == c
         if truth.all() or not truth.any():
             continue  # a class absent from the test split has no curve
         fpr, tpr, _ = roc_curve(truth, proba[:, c])
         ax.plot(fpr, tpr, label=f"{classes[c]} (AUC {auc(fpr, tpr):.3f})")
+        rows += [
+            {"class": classes[c], "fpr": round(float(f), 6), "tpr": round(float(t), 6)}
+            for f, t in zip(fpr, tpr, strict=True)
+        ]
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -70,6 +80,7 @@ def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str], pa
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+    return rows
 
 
 def shift_curve(
@@ -275,5 +286,43 @@ def gan_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
         axes[0][1].set(xlabel="epoch", ylabel="mean |x - g(g(x))| (0..1)", title="cycle reconstruction error")
         axes[0][1].legend()
     fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def heatmap_grid(
+    rows: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    peaks: Sequence[np.ndarray],
+    figures: Sequence[np.ndarray] | None,
+    path: Path,
+    title: str,
+    captions: Sequence[Sequence[str]],
+) -> None:
+    """Each image twice: as it is (the figure's outline in cyan where known) and under its map, the
+    map's peak marked with a red cross."""
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        2 * len(rows), n_cols, figsize=(1.3 * n_cols, 2.6 * len(rows) + 0.5), squeeze=False
+    )
+    for r, images in enumerate(rows):
+        for c in range(n_cols):
+            top, bottom = axes[2 * r][c], axes[2 * r + 1][c]
+            top.axis("off")
+            bottom.axis("off")
+            if c >= len(images):
+                continue
+            img = np.asarray(images[c])
+            img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
+            cmap = "gray" if img.ndim == 2 else None
+            top.imshow(img, cmap=cmap, vmin=0, vmax=255)
+            if figures is not None and np.asarray(figures[r][c]).any():
+                top.contour(np.asarray(figures[r][c]) > 0, levels=[0.5], colors="cyan", linewidths=0.6)
+            top.set_title(captions[r][c], fontsize=7)
+            bottom.imshow(img, cmap=cmap, vmin=0, vmax=255)
+            bottom.imshow(np.asarray(maps[r][c]), cmap="jet", alpha=0.45)
+            pr, pc = peaks[r][c]
+            bottom.plot([pc], [pr], "r+", markersize=9, markeredgewidth=1.5)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)

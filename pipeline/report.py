@@ -150,15 +150,17 @@ def gan_section(params: Params, name: str, reports: Path, models: Path) -> Secti
 
 
 def _add_params_results(section: Section, hyper: dict, folder: Path, evaluate_stage: str) -> None:
-    """The entry's params table, its metrics.json as tables before it (or a note), its figures."""
+    """The entry's params table, its metrics.json and details.json (per class, per shift) as tables
+    before it (or a note), its figures."""
     section.tables.append(("params.yaml", ["key", "value"], [[k, _plain(v)] for k, v in hyper.items()]))
     metrics = _read_json(folder / "metrics.json")
     if isinstance(metrics, dict):
         section.metrics = metrics
-        section.tables[:0] = metric_tables(metrics)
+        details = _read_json(folder / "details.json")
+        section.tables[:0] = metric_tables({**metrics, **(details if isinstance(details, dict) else {})})
     else:
         section.notes.append(f"no {shown(folder / 'metrics.json')} yet: run the {evaluate_stage} stage")
-    section.figures = figures_in(folder)
+    section.figures = figures_in(folder) + figures_in(folder / "gradcam")  # class-activation maps
 
 
 def lecture_section(reports: Path) -> Section:
@@ -177,6 +179,12 @@ def lecture_section(reports: Path) -> Section:
                 ],
             )
         )
+    symmetries = _read_json(folder / "symmetries.json")  # learned symmetries: measure, target, met
+    for part, measure in (("translation", "drop_ratio"), ("rotation", "gain")):
+        result = symmetries.get(part) if isinstance(symmetries, dict) else None
+        if isinstance(result, dict):
+            rows = [[k, result.get(k)] for k in (measure, "target", "met")]
+            section.tables.append((f"learned symmetries: {part}", ["", ""], rows))
     section.figures = figures_in(folder)
     return section
 

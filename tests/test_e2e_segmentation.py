@@ -14,7 +14,16 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import only, project_params, tiny
 
-EVALUATE_OUTS = ("metrics.json", "confusion.json", "confusion.png", "roc.png", "shift.png", "overlays.png")
+EVALUATE_OUTS = (
+    "metrics.json",
+    "details.json",
+    "confusion.json",
+    "confusion.png",
+    "roc.png",
+    "roc.json",
+    "shift.png",
+    "overlays.png",
+)
 
 
 @pytest.mark.slow
@@ -39,6 +48,8 @@ def test_segmentation_pipeline_end_to_end(make_repo, dvc):
     assert "up to date" in dvc(repo, "status").stdout
 
     metrics = json.loads((repo / "reports/models/unet/metrics.json").read_text())
+    assert {"mean_iou", "max_count_error"} <= set(metrics) and "per_class" not in metrics  # headline only
+    metrics |= json.loads((repo / "reports/models/unet/details.json").read_text())
     assert metrics["task"] == "segmentation" and metrics["test_images"] == manifest["images"]["test"]
     assert set(metrics["per_class"]) == {"background", "muon", "alpha", "beta"}
     assert set(metrics["counts"]) == {"muon", "alpha", "beta"}

@@ -128,7 +128,7 @@ def png_bytes() -> bytes:
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"", "not an image file PIL can read"),
+        (b"", "empty file"),
         (b"just some notes\n", "not an image file PIL can read"),
         (png_bytes()[: len(png_bytes()) // 2], "corrupt image: image file is truncated"),
         (encode(Image.new("RGB", (64, 64), BLUEISH), "JPEG")[:300], "corrupt image:"),
@@ -282,6 +282,7 @@ def test_prepare_skips_bad_files_lists_them_and_prints_the_count(tmp_path, capsy
     skipped = {s["file"]: s["reason"] for s in manifest["skipped"]}
     assert set(skipped) == {"cats/notes.txt", "cats/broken.png", "dogs/empty.jpg", "dogs/cut.jpg"}
     assert skipped["cats/notes.txt"] == "not an image file PIL can read"
+    assert skipped["dogs/empty.jpg"] == "empty file"
     assert skipped["cats/broken.png"].startswith("corrupt image")
     assert skipped["dogs/cut.jpg"].startswith("corrupt image")
     assert json.loads((out / "manifest.json").read_text())["skipped"] == manifest["skipped"]

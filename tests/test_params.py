@@ -165,7 +165,7 @@ def test_folder_dataset_needs_a_path_and_checks_its_keys():
 
     def add(p, entry):
         p["datasets"]["mine"] = entry
-        p["augment"]["mine"] = {"copies": 0, "preview": 8, "transforms": []}
+        p["augment"]["mine"] = {"mode": "offline", "copies": 0, "preview": 8, "transforms": []}
 
     msg = error_of(lambda p: add(p, misspelled))
     assert "datasets.mine.chanels: unknown key" in msg and "(closest: channels)" in msg
@@ -182,7 +182,8 @@ def test_missing_augment_entry_says_how_to_turn_augmentation_off():
 
 
 def test_augment_entry_for_no_dataset_gets_the_closest_match():
-    msg = error_of(lambda p: p["augment"].update(shape={"copies": 0, "preview": 8, "transforms": []}))
+    spec = {"mode": "offline", "copies": 0, "preview": 8, "transforms": []}
+    msg = error_of(lambda p: p["augment"].update(shape=spec))
     assert "augment.shape: no dataset of that name" in msg and "(closest: shapes)" in msg
 
 

@@ -96,6 +96,8 @@ class FileList(Sequence):
 
 def read_image(data: bytes, size: int, channels: int, resize: str) -> np.ndarray:
     """Decode any common format and mode into uint8 (size, size, channels)."""
+    if not data:
+        raise SkipImage("empty file")
     try:
         img = Image.open(io.BytesIO(data))
         img.load()

@@ -51,6 +51,8 @@ class Source:
     hasher: Any = field(default_factory=hashlib.sha256)  # has .hexdigest()
     task: str = CLASSIFICATION
     background: str | None = None  # segmentation: the class that is not an object
+    # Where image k's figure is drawn (uint8 mask, H x W), for sources that know: {split}_figure.npy.
+    figure: Callable[[int], np.ndarray] | None = None
 
 
 def shapes_source(ds: ShapesDataset, seed: int) -> Source:
@@ -65,18 +67,19 @@ def shapes_source(ds: ShapesDataset, seed: int) -> Source:
         plan = [(1, ds.positive, i) for i in range(ds.per_class)]
         plan += [(0, kind, i) for kind in others for i in range(share)]
 
-    def load(k: int) -> np.ndarray:
+    def draw(k: int) -> tuple[np.ndarray, np.ndarray]:
         _, kind, i = plan[k]
         rng = np.random.default_rng([seed, SHAPE_CLASSES.index(kind), i])
-        img = shapes.render(kind, rng, ds.image_size, ds.noise, ds.min_intensity, ds.max_stroke, ds.placement)
-        return img[..., None]
+        args = (ds.image_size, ds.noise, ds.min_intensity, ds.max_stroke, ds.placement)
+        return shapes.render_with_figure(kind, rng, *args)
 
     source = Source(
         classes=classes,
         labels=[label for label, _, _ in plan],
         row_shape=(ds.image_size, ds.image_size, 1),
-        load=load,
+        load=lambda k: draw(k)[0][..., None],
         describe=lambda k: f"{plan[k][1]}#{plan[k][2]}",
+        figure=lambda k: draw(k)[1],
     )
     # Generated data is defined by its parameters, the seed and the drawing code's version.
     source.hasher.update(
@@ -260,59 +263,87 @@ def make_source(ds: Dataset, seed: int, name: str = "") -> Source:
 
 
 def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = True) -> dict:
-    """Write {train,val,test}_{x,y}.npy and manifest.json into out_dir; returns the manifest."""
+    """Write {train,val,test}_{x,y}.npy and manifest.json into out_dir; returns the manifest.
+
+    Every file is decoded first, into one scratch array beside the outputs; the split is then drawn
+    over the images that decoded, so the stratified fractions hold over what is usable (a class with
+    bad files loses them, not a share of its test split), and the usable images are copied into
+    their splits. Each image is decoded once and memory stays flat.
+    """
     source = make_source(ds, seed, name)
     segmentation = source.task == SEGMENTATION
-    splits = stratified_split(source.labels, ds.val_fraction, ds.test_fraction, seed)
     skipped: list[dict] = []  # the first SKIPPED_LISTED, in reading order
     skipped_count = 0
     counts: dict[str, dict[str, int]] = {}
     images: dict[str, int] = {}
+    total = len(source.labels)
     with atomic_dir(out_dir) as tmp:
-        bar = tqdm(total=len(source.labels), desc=f"prepare {name}", unit="img", disable=not progress)
+        all_x, all_y = tmp / "decoded_x.npy", tmp / "decoded_y.npy"
+        usable: list[int] = []
+        bar = tqdm(total=total, desc=f"prepare {name}", unit="img", disable=not progress)
+        with (
+            NpyWriter(all_x, source.row_shape, total) as writer,
+            # Masks are the labels of segmentation: {split}_y.npy of shape (N, H, W), uint8.
+            NpyWriter(all_y, source.row_shape[:2], total) if segmentation else nullcontext() as mask_writer,
+        ):
+            for k in range(total):
+                bar.update()
+                try:
+                    row = source.load(k)
+                except folder.SkipImage as exc:
+                    skipped_count += 1
+                    if len(skipped) < SKIPPED_LISTED:
+                        skipped.append({"file": source.describe(k), "reason": str(exc)})
+                    continue
+                if segmentation:
+                    writer.append(row[0])
+                    mask_writer.append(row[1])
+                else:
+                    writer.append(row)
+                usable.append(k)
+        bar.close()
+        labels = np.asarray([source.labels[k] for k in usable], dtype=np.int64)
+        if segmentation and not usable:
+            raise UserError(f"datasets.{name}: no usable image ({skipped_count} file(s) skipped)")
+        empty = [c for i, c in enumerate(source.classes) if not (labels == i).any()]
+        if empty and not segmentation:
+            example = f", e.g. {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
+            raise UserError(
+                f"datasets.{name}: class(es) {empty} have no usable image "
+                f"({skipped_count} file(s) skipped{example})"
+            )
+        splits = stratified_split(labels, ds.val_fraction, ds.test_fraction, seed)
+        decoded = np.load(all_x, mmap_mode="r")
+        decoded_masks = np.load(all_y, mmap_mode="r") if segmentation else None
         for split in SPLITS:
-            kept: list[int] = []
+            idx = splits[split]
             pixels = np.zeros(len(source.classes), np.int64)  # segmentation: pixels per class
-            capacity = len(splits[split])
             with (
-                NpyWriter(tmp / f"{split}_x.npy", source.row_shape, capacity) as writer,
-                # Masks are the labels of segmentation: {split}_y.npy of shape (N, H, W), uint8.
-                NpyWriter(tmp / f"{split}_y.npy", source.row_shape[:2], capacity)
+                NpyWriter(tmp / f"{split}_x.npy", source.row_shape, len(idx)) as writer,
+                NpyWriter(tmp / f"{split}_y.npy", source.row_shape[:2], len(idx))
                 if segmentation
                 else nullcontext() as mask_writer,
             ):
-                for k in splits[split]:
-                    bar.update()
-                    try:
-                        row = source.load(int(k))
-                    except folder.SkipImage as exc:
-                        skipped_count += 1
-                        if len(skipped) < SKIPPED_LISTED:
-                            skipped.append({"file": source.describe(int(k)), "reason": str(exc)})
-                        continue
+                for j in idx:
+                    writer.append(decoded[j])
                     if segmentation:
-                        writer.append(row[0])
-                        mask_writer.append(row[1])
-                        pixels += np.bincount(row[1].ravel(), minlength=len(source.classes))
-                    else:
-                        writer.append(row)
-                    kept.append(source.labels[int(k)])
-            images[split] = len(kept)
+                        mask_writer.append(decoded_masks[j])
+                        pixels += np.bincount(decoded_masks[j].ravel(), minlength=len(source.classes))
+            images[split] = len(idx)
+            if source.figure is not None:  # drawn again: the images stay as they were, byte for byte
+                with NpyWriter(tmp / f"{split}_figure.npy", source.row_shape[:2], len(idx)) as figures:
+                    for j in idx:
+                        figures.append(source.figure(usable[j]))
             if segmentation:
                 counts[split] = {c: int(pixels[i]) for i, c in enumerate(source.classes)}
                 continue
-            np.save(tmp / f"{split}_y.npy", np.asarray(kept, dtype=np.int64))
-            per_class = Counter(kept)
+            kept = labels[idx]
+            np.save(tmp / f"{split}_y.npy", kept)
+            per_class = Counter(kept.tolist())
             counts[split] = {c: per_class.get(i, 0) for i, c in enumerate(source.classes)}
-        bar.close()
-        empty = [c for c in source.classes if sum(counts[s][c] for s in SPLITS) == 0]
-        if segmentation and sum(images.values()) == 0:
-            raise UserError(f"datasets.{name}: no usable image ({skipped_count} file(s) skipped)")
-        if empty and not segmentation:
-            raise UserError(
-                f"datasets.{name}: class(es) {empty} have no usable image "
-                f"({skipped_count} file(s) skipped, e.g. {skipped[0]['file']}: {skipped[0]['reason']})"
-            )
+        del decoded, decoded_masks
+        all_x.unlink()
+        all_y.unlink(missing_ok=True)
         manifest = {
             "name": name,
             "source": ds.source,

@@ -123,6 +123,8 @@ def read_mask(data: bytes, index_of: np.ndarray, size: int, resize: str, fill: i
 
     `index_of` maps a mask id (0..255) to its class index; `fill` is the index of padded pixels.
     """
+    if not data:
+        raise folder.SkipImage("empty mask file")
     try:
         img = Image.open(io.BytesIO(data))
         ids = mask_ids(img)

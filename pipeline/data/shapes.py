@@ -33,6 +33,20 @@ def render(
     placement: str = "random",
 ) -> np.ndarray:
     """One image of class `kind` as uint8 (size, size)."""
+    return render_with_figure(kind, rng, size, noise, min_intensity, max_stroke, placement)[0]
+
+
+def render_with_figure(
+    kind: str,
+    rng: np.random.Generator,
+    size: int = 32,
+    noise: float = 0.05,
+    min_intensity: float = 0.6,
+    max_stroke: int = 2,
+    placement: str = "random",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image of `render` (the same draws, the same bytes) and its figure's pixels as a uint8 mask
+    (1 on the figure, all 0 for `noise`): where a network that found the figure should look."""
     canvas = np.zeros((size, size), np.float32)
     intensity = rng.uniform(min_intensity, 1.0)
     width = int(rng.integers(1, max_stroke + 1))
@@ -45,7 +59,7 @@ def render(
         canvas[(pos > 0) & (pos % (LONGEST_OTHER_SLASH + 1) == 0)] = 0.0
     background = rng.uniform(0.0, 0.15)
     img = np.maximum(canvas, background) + rng.normal(0.0, noise, canvas.shape)
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), (canvas > 0).astype(np.uint8)
 
 
 def slash_runs(mask: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ Binary tasks end in one sigmoid unit, others in a softmax over the classes; pixe
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers
 
@@ -54,6 +56,31 @@ def mlp(input_shape, num_classes: int, hidden=(128, 64), dropout: float = 0.0) -
         if dropout:
             x = layers.Dropout(dropout, name=f"dropout_{i}")(x)
     return keras.Model(inputs, classifier_head(x, num_classes), name="mlp")
+
+
+def collapsed_block(input_shape, filters, strides: int, padding: str, pool_size: int) -> str | None:
+    """A warning's text when a `same`-padded cnn shrinks its map to one pixel before its last blocks.
+
+    `same` convolution and pooling never fail on a small map, so such a cnn builds and trains; but
+    from that block on each kernel sees a single position. None when every block sees more.
+    """
+    if padding != "same":
+        return None  # `valid` fails at build time where the map gets too small
+    sizes = [int(n) for n in input_shape[:-1]]
+    shown = "x".join(map(str, sizes))
+    for i in range(len(filters)):
+        if i and all(n == 1 for n in sizes):
+            ones = "x".join("1" * len(sizes)) if len(sizes) > 1 else "length-1"
+            later = f" (and the {len(filters) - i - 1} after it)" if i < len(filters) - 1 else ""
+            return (
+                f"block {i + 1} of {len(filters)} (block{i}_conv){later} gets a {ones} map: the {i} "
+                f"block(s) before it take {shown} down to {ones} (strides {strides}, pool_size {pool_size}), "
+                "so its kernel sees one position; use fewer blocks, a smaller pool_size or larger inputs"
+            )
+        sizes = [math.ceil(n / strides) for n in sizes]
+        if pool_size > 1:
+            sizes = [math.ceil(n / pool_size) for n in sizes]
+    return None
 
 
 def cnn(

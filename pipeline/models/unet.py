@@ -19,7 +19,8 @@ def _conv_block(x, filters: int, kernel_size: int, batch_norm: bool, dropout: fl
             filters, kernel_size, padding="same", use_bias=not batch_norm, name=f"{name}_conv{i}"
         )(x)
         if batch_norm:
-            # Momentum 0.9: short trainings need the moving statistics to catch up within a few epochs.
+            # Its statistics for inference are re-estimated over the training split after every epoch
+            # (training.PreciseBatchNorm), so the momentum of the moving averages does not matter.
             x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     if dropout:

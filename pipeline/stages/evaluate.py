@@ -5,16 +5,28 @@ from __future__ import annotations
 from pipeline.errors import UserError, run_cli
 from pipeline.stages.common import load_checked, parser, start
 
-REPORTS = ("metrics.json", "confusion.png", "roc.png", "shift.png", "overlays.png")  # both tasks write these
+# both tasks write these
+REPORTS = (
+    "metrics.json",
+    "details.json",
+    "confusion.png",
+    "roc.png",
+    "roc.json",
+    "shift.png",
+    "overlays.png",
+    "gradcam/gradcam.png",  # 2D classifiers only (the folder is there for every model)
+)
 
 
 def main() -> None:
     args = parser(__doc__, "models", "data", "model", "reports").parse_args()
     params = load_checked()
     p = params.model(args.name)
+    from pipeline import tracking
+
+    tracking.check_server(params.tracking)  # before any work: one line if the store does not answer
     keras = start(params)
 
-    from pipeline import tracking
     from pipeline.data.arrays import load_split, read_manifest
 
     manifest = read_manifest(args.data)
@@ -30,11 +42,16 @@ def main() -> None:
     x, y = load_split(args.data, "test")
     if len(x) == 0:
         raise UserError(f"datasets.{p.dataset}: the test split is empty; raise test_fraction or add images")
-    args.reports.mkdir(parents=True, exist_ok=True)
+    (args.reports / "gradcam").mkdir(parents=True, exist_ok=True)  # a declared output of every model
     if segmentation:
         flat, line = task.evaluate_model(args.name, p, model, x, y, manifest, args.reports)
     else:
-        flat, line = task.evaluate_model(args.name, p, model, x, y, manifest["classes"], args.reports)
+        from pipeline.tasks.gradcam import load_figures
+
+        figures = load_figures(args.data, "test")  # where each figure is drawn, if the source knows
+        flat, line = task.evaluate_model(
+            args.name, p, model, x, y, manifest["classes"], args.reports, figures
+        )
     champion = "test_mean_iou" if segmentation else "test_accuracy"
     reports = [args.reports / n for n in REPORTS]
     run_id = tracking.log_evaluation(params.tracking, args.name, model_file, flat, reports, champion)

@@ -16,6 +16,9 @@ from pipeline.models.gan import to_model_range, to_pixels
 from pipeline.params import CycleganParams, Params
 from pipeline.tasks.gan import GanSetup, train_and_test
 
+# metrics.json's keys (DVC metrics, a `dvc exp show` column each); the rest go to details.json.
+HEADLINE = ("fid_lite0_ab", "fid_lite0_ba", "cycle_error", "test_images")
+
 
 class UnpairedBatches(keras.utils.PyDataset):
     """(batch of a, batch of b), each drawn from its own seeded permutation per epoch: unpaired."""

@@ -301,20 +301,24 @@ def evaluate_model(
     cm = scores["confusion_matrix"]
     counts = scores["counts"]
     errors = [v["relative_error"] for v in counts.values() if v["relative_error"] is not None]
+    # metrics.json (DVC metrics) holds the headline figures; details.json the per-class ones.
     summary = {
-        "task": "segmentation",
         "mean_iou": scores["mean_iou"],
         "mean_dice": scores["mean_dice"],
         "pixel_accuracy": scores["pixel_accuracy"],
-        "per_class": {c: {"iou": scores["iou"][c], "dice": scores["dice"][c]} for c in classes},
-        "counts": counts,
         "max_count_error": max(errors) if errors else None,
-        "pixel_confusion": {t: {q: cm[i][j] for j, q in enumerate(classes)} for i, t in enumerate(classes)},
-        "shift_mean_iou": shift,
         "shift_drop": shift[str(min(p.shifts))] - shift[str(max(p.shifts))],
         "test_images": len(x),
     }
+    details = {
+        "task": "segmentation",
+        "per_class": {c: {"iou": scores["iou"][c], "dice": scores["dice"][c]} for c in classes},
+        "counts": counts,
+        "pixel_confusion": {t: {q: cm[i][j] for j, q in enumerate(classes)} for i, t in enumerate(classes)},
+        "shift_mean_iou": shift,
+    }
     write_json(reports / "metrics.json", summary)
+    write_json(reports / "details.json", details)
     none = "none"  # the 'no object' side of a pair where the classes have no background
     write_json(
         reports / "confusion.json",
@@ -328,9 +332,10 @@ def evaluate_model(
     )
     title = f"{name} on {p.dataset} (test)"
     plots.confusion_matrix(cm, classes, reports / "confusion.png", f"{title}: pixels")
-    plots.roc_curves(
+    roc = plots.roc_curves(
         scores["roc_true"], scores["roc_proba"], classes, reports / "roc.png", f"{title}: pixels"
     )
+    write_json(reports / "roc.json", roc)
     plots.shift_curve(shift, reports / "shift.png", f"{name}: translation test", "test mean IoU (objects)")
     n = min(8, len(x))
     frames = np.asarray(x[:n])

@@ -1,0 +1,177 @@
+"""Errors before the machinery, through the commands a user runs: a mistake in params.yaml ends
+`dvc repro` and `dvc exp run` in the project's one line (the `check` stage every stage depends on),
+not in DVC's message about a path the mistake names; a missing or broken params.yaml is named as
+such; a cnn that pools down to one pixel warns; and a stage's output on a CPU machine holds nothing
+that looks like an error when nothing is wrong."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.models.classifiers import collapsed_block
+from pipeline.runtime import STARTUP_NOISE
+from pipeline.tools import sandbox
+from tests.conftest import BIN, only, project_params, tiny
+
+pytestmark = pytest.mark.slow
+
+MISSING_DATASET = "models.cnn.dataset: no dataset 'shapez'; valid: shapes (closest: shapes)"
+# What a user reads as a failure: TensorFlow's E/F log lines, cuInit, tracebacks, "error", "failed".
+LOOKS_LIKE_AN_ERROR = re.compile(r"^[EF]\d{4} |cuInit|Traceback|\berror\b|\bfailed\b|CUDA", re.I | re.M)
+
+
+def user_env() -> dict[str, str]:
+    """A user's shell: no TF_CPP_MIN_LOG_LEVEL of the test harness (the stages set their own)."""
+    env = sandbox.child_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+@dataclass
+class Repo:
+    path: Path
+    first: subprocess.CompletedProcess  # the first `dvc repro`
+
+    def dvc(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "dvc"), *args], cwd=self.path, env=user_env(), capture_output=True, text=True
+        )
+
+    def restore(self) -> None:
+        """params.yaml and dvc.yaml as committed (a failed `dvc exp run -S` leaves its edit)."""
+        subprocess.run(["git", "checkout", "-q", "--", "params.yaml", "dvc.yaml"], cwd=self.path, check=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Repo:
+    params = only(tiny(project_params()), "cnn")
+    path = sandbox.make_repo(tmp_path_factory.mktemp("early") / "repo", params)
+    first = subprocess.run(
+        [str(BIN / "dvc"), "repro"], cwd=path, env=user_env(), capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return Repo(path, first)
+
+
+def test_stages_show_no_cuda_start_up_errors_on_a_cpu_machine(repo):
+    out = repo.first.stdout + repo.first.stderr
+    assert "Running stage 'train@cnn'" in out and "train cnn: best epoch" in out
+    assert "cuInit" not in out and "CUDA" not in out and "cuda" not in out
+    # Nor TensorFlow's start-up banner and notices (they are not errors, but say nothing useful).
+    assert "absl::InitializeLog" not in out and "oneDNN" not in out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TensorFlow 2.21's tf.data logs 'E0000 ... node_def_util.cc:682] NodeDef mentions attribute "
+    "use_unbounded_threadpool ...' (a benign version skew) after start-up, outside the start-up filter",
+)
+def test_a_stage_shows_no_line_that_looks_like_an_error(repo):
+    out = repo.first.stdout + repo.first.stderr
+    assert not LOOKS_LIKE_AN_ERROR.findall(out), [
+        line for line in out.splitlines() if LOOKS_LIKE_AN_ERROR.search(line)
+    ]
+
+
+def test_second_repro_runs_nothing_and_an_edit_reruns_that_model(repo):
+    again = repo.dvc("repro")
+    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
+    try:
+        params = yaml.safe_load((repo.path / "params.yaml").read_text())
+        params["lecture"]["feature_images"] += 1  # a param only the lecture stage reads
+        (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        edited = repo.dvc("repro")
+        ran = set(re.findall(r"Running stage '([^']+)'", edited.stdout))
+        assert edited.returncode == 0 and ran == {"check", "lecture", "report"}, edited.stdout
+    finally:
+        repo.restore()
+        assert repo.dvc("repro").returncode == 0
+
+
+@pytest.mark.parametrize("command", ["repro", "exp run"])
+def test_a_model_naming_a_missing_dataset_ends_in_the_projects_line(repo, command):
+    try:
+        if command == "repro":
+            params = yaml.safe_load((repo.path / "params.yaml").read_text())
+            params["models"]["cnn"]["dataset"] = "shapez"
+            (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            proc = repo.dvc("repro")
+        else:
+            proc = repo.dvc("exp", "run", "-S", "models.cnn.dataset=shapez")
+        out = proc.stdout + proc.stderr
+        assert MISSING_DATASET in out, out[-3000:]
+        assert "No such file" not in out and "Errno" not in out
+        assert "Running stage 'train@cnn'" not in out
+    finally:
+        repo.restore()
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(repo):
+    try:
+        lines = (repo.path / "params.yaml").read_text().splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith("seed:"))
+        lines[at] = "seed: [42"
+        (repo.path / "params.yaml").write_text("\n".join(lines) + "\n")
+        for args in (("repro",), ("exp", "run")):
+            proc = repo.dvc(*args)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0 and "'params.yaml'" in out and f"line {at + 1}," in out, out
+    finally:
+        repo.restore()
+
+
+def test_a_missing_params_file_is_named_missing(repo):
+    try:
+        (repo.path / "params.yaml").unlink()
+        for args in (("repro",), ("exp", "run")):
+            proc = repo.dvc(*args)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0 and "'params.yaml' does not exist" in out, out
+            assert "Could not find" not in out
+    finally:
+        repo.restore()
+
+
+def test_a_cnn_pooled_down_to_one_pixel_warns_naming_the_key_and_the_block(repo):
+    # tiny() draws 16x16 shapes: four 2x2 poolings leave 1x1, so blocks 5 and 6 see one pixel.
+    try:
+        proc = repo.dvc("exp", "run", "-S", "models.cnn.filters=[4,4,4,4,4,4]")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        assert (
+            "warning: models.cnn.filters: block 5 of 6 (block4_conv) (and the 1 after it) gets a 1x1 map"
+            in out
+        )
+    finally:
+        repo.restore()
+
+
+def test_collapsed_block_only_where_the_map_is_one_pixel():
+    assert collapsed_block([32, 32, 1], [16, 32, 64], 1, "same", 2) is None
+    assert collapsed_block([32, 32, 1], [8] * 6, 1, "same", 2).startswith("block 6 of 6 (block5_conv) gets")
+    assert collapsed_block([32, 32, 1], [8] * 6, 1, "valid", 2) is None
+    assert collapsed_block([32, 32, 1], [8] * 3, 2, "same", 2).startswith("block 3 of 3")  # 32 -> 8 -> 1
+    assert "length-1 map" in collapsed_block([16, 1], [8] * 6, 1, "same", 2)
+
+
+def test_startup_noise_is_only_the_known_lines():
+    assert STARTUP_NOISE.fullmatch(
+        "E0000 00:00:1796134379.208856   27966 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+        "CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
+    )
+    assert STARTUP_NOISE.fullmatch(
+        "I0000 00:00:1796134376.334230   27966 cudart_stub.cc:31] Could not find cuda drivers on your "
+        "machine, GPU will not be used."
+    )
+    # A driver that is there but failing (not 303), or any other error, still shows.
+    assert not STARTUP_NOISE.fullmatch(
+        "E0000 00:00:1796134379.208856   27966 cuda_platform.cc:52] failed call to cuInit: "
+        "CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected"
+    )
+    assert not STARTUP_NOISE.fullmatch("E0000 00:00:1.0 1 node_def_util.cc:682] something else")

@@ -1,0 +1,95 @@
+"""What the network looks at: the pointing measure, Grad-CAM on models whose answer is known, the files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.data import shapes
+
+keras = pytest.importorskip("keras")
+
+from pipeline.models.classifiers import cnn, filter_net, mlp  # noqa: E402
+from pipeline.tasks import gradcam  # noqa: E402
+
+
+def test_pointing_counts_a_peak_on_or_within_two_pixels_of_the_figure():
+    figure = np.zeros((3, 10, 10), np.uint8)
+    figure[:, 5, 5] = 1
+    figure[2] = 0  # no figure: not counted
+    maps = np.zeros((3, 10, 10), np.float32)
+    maps[0, 7, 5] = 1.0  # two pixels below: a hit
+    maps[1, 8, 5] = 1.0  # three pixels below: a miss
+    maps[2, 0, 0] = 1.0
+    hits = gradcam.pointing_hits(maps, figure)
+    assert hits[0] == 1.0 and hits[1] == 0.0 and np.isnan(hits[2])
+    assert gradcam.peaks(maps).tolist() == [[7, 5], [8, 5], [0, 0]]
+
+
+def test_shapes_know_where_the_figure_is_and_draw_the_same_image():
+    for kind in ("angle", "ring", "noise"):
+        image, figure = shapes.render_with_figure(kind, np.random.default_rng([1, 2]), 32)
+        assert np.array_equal(image, shapes.render(kind, np.random.default_rng([1, 2]), 32))
+        assert figure.any() == (kind != "noise")
+        if (
+            kind != "noise"
+        ):  # figure pixels are drawn at >= 0.6 of full intensity, the background below 0.15 + noise
+            assert image[figure > 0].mean() > image[figure == 0].mean() + 80
+
+
+def _bright_spot_cnn() -> keras.Model:
+    """A cnn whose one filter passes brightness and whose output says 'class 1' the brighter the image."""
+    model = cnn((12, 12, 1), 2, filters=(1,), kernel_size=1, pool_size=1, batch_norm=False, dropout=0.0)
+    model.get_layer("block0_conv").set_weights([np.ones((1, 1, 1, 1), "float32"), np.zeros(1, "float32")])
+    model.get_layer("predictions").set_weights([np.ones((1, 1), "float32"), np.zeros(1, "float32")])
+    return model
+
+
+def test_gradcam_peaks_on_the_bright_spot_that_makes_the_answer():
+    model = _bright_spot_cnn()
+    x = np.zeros((2, 12, 12, 1), "float32")
+    x[0, 2, 3] = x[1, 9, 7] = 255.0
+    maps, method = gradcam.heatmaps(model, x, np.array([1, 1]))
+    assert method == "gradcam" and maps.shape == (2, 12, 12)
+    assert gradcam.peaks(maps).tolist() == [[2, 3], [9, 7]]
+    # For class 0 the score falls with brightness: a negative weight, and the ReLU leaves no map.
+    maps0, _ = gradcam.heatmaps(model, x, np.array([0, 0]))
+    assert np.allclose(maps0, 0.0)
+
+
+def test_filter_net_map_is_its_response_with_the_peak_at_the_window_centre():
+    model = filter_net((12, 12, 1), 2, kernel_size=3)
+    model.get_layer("filter").set_weights([np.ones((3, 3, 1, 1), "float32"), np.zeros(1, "float32")])
+    x = np.zeros((1, 12, 12, 1), "float32")
+    x[0, 4:7, 6:9] = 255.0  # a 3x3 square centred on (5, 7)
+    maps, method = gradcam.heatmaps(model, x, np.array([1]))
+    assert method == "filter_response" and gradcam.feature_layer(model)[1] == "filter"
+    assert gradcam.peaks(maps).tolist() == [[5, 7]]
+
+
+def test_mlp_gets_a_saliency_map():
+    model = mlp((8, 8, 1), 3, hidden=(4,))
+    maps, method = gradcam.heatmaps(
+        model, np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)), np.array([0, 2])
+    )
+    assert method == "saliency" and maps.shape == (2, 8, 8) and (maps >= 0).all() and maps.any()
+
+
+def test_explain_writes_the_figure_and_the_pointing_details(tmp_path):
+    model = _bright_spot_cnn()
+    x = np.zeros((4, 12, 12, 1), "float32")
+    figures = np.zeros((4, 12, 12), np.uint8)
+    for i, (r, c) in enumerate([(2, 3), (9, 7), (5, 5), (1, 10)]):
+        x[i, r, c] = 255.0
+        figures[i, r, c] = 1
+    figures[3] = 0
+    figures[3, 10, 1] = 1  # the spot is not the figure: a miss
+    y = np.array([1, 1, 1, 1])
+    pred = np.array([1, 1, 0, 1])  # one mistake: not counted
+    details = gradcam.explain("toy", model, x, y, pred, ["dark", "bright"], figures, tmp_path)
+    assert (tmp_path / "gradcam.png").stat().st_size > 1000
+    assert details["pointing_images"] == 3 and details["pointing_accuracy"] == pytest.approx(2 / 3)
+    assert details["method"] == "gradcam on block0_relu"
+    json.dumps(details)  # goes into details.json as it is
