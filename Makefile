@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-from-lock
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv repro test lint format lock bench
+.PHONY: venv repro test lint format lock bench verify team-up team-down
 
 venv: $(STAMP)
 
@@ -28,6 +28,21 @@ test: venv
 	ruff check .
 	ruff format --check .
 	pytest -n auto --maxprocesses 4 --dist loadfile
+
+# After `make repro` in a clone: the reproduced headline metrics against the committed ones, within
+# params.yaml's verify.tolerance: "byte-identical", "reproduced", or each metric outside (exit 1).
+verify: venv
+	python -m pipeline.tools.verify
+
+# A team's servers on this machine, to try convpipe against them (README: Working as a team):
+# PostgreSQL, SeaweedFS S3 and an MLflow server with basic auth, all on 127.0.0.1, data and
+# generated secrets in .team/ (git-ignored). team-up prints the settings to export; team-down stops
+# the servers by the process ids team-up recorded, and keeps the data for the next team-up.
+team-up: venv
+	DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true python -m pipeline.tools.team up --dir .team
+
+team-down: venv
+	python -m pipeline.tools.team down --dir .team
 
 # Benchmarks (pipeline overhead, data stages at scale, augmentation, backends): reports/benchmarks.md.
 bench: venv

@@ -7,9 +7,50 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
+import tempfile
 import types
+from collections.abc import Iterator
 
 from pipeline.params import Runtime
+
+# What TensorFlow writes to stderr while it starts, on every machine, though nothing is wrong: absl's
+# banner before its logging is set up, notices about oneDNN, the CPU instructions the build uses and
+# a missing CUDA driver, and, from the GPU build on a machine without a GPU driver, cuInit's failure
+# with error 303 (no libcuda: CPU it is). Any other line, an error or a warning, still shows.
+STARTUP_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\..*"
+    r"|[IW]\d{4} [\d:. ]+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized .*"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
+    r"|[IW]\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, "
+    r"GPU will not be used\."
+    r"|E\d{4} [\d:. ]+\d+ cuda_(?:platform|executor|diagnostics)\.cc:\d+\] failed call to cuInit: "
+    r".*UNKNOWN ERROR \(303\)"
+)
+
+
+@contextlib.contextmanager
+def startup_messages_filtered() -> Iterator[None]:
+    """Hold back what the process writes to stderr (file descriptor 2, where TensorFlow's C++ code
+    writes) inside the block, then pass on every line but STARTUP_NOISE's."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            kept = [line for line in lines if not STARTUP_NOISE.fullmatch(line.rstrip("\r\n"))]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def setup(runtime: Runtime, seed: int) -> types.ModuleType:
@@ -23,8 +64,13 @@ def setup(runtime: Runtime, seed: int) -> types.ModuleType:
         # Deterministic GPU kernels and reductions (TensorFlow and XLA read these at start-up).
         os.environ["TF_DETERMINISTIC_OPS"] = "1"
         os.environ.setdefault("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
-    import keras
+    with startup_messages_filtered():
+        import keras
 
+        if runtime.backend == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the platforms start here, with their messages
     if keras.backend.backend() != runtime.backend:
         raise RuntimeError(
             f"Keras was imported with backend {keras.backend.backend()!r} before runtime.backend "
@@ -83,3 +129,18 @@ def distribution(runtime: Runtime) -> contextlib.AbstractContextManager:
         return tf.distribute.MultiWorkerMirroredStrategy().scope()
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([d.name for d in devices]).scope()
+
+
+def is_chief(runtime: Runtime) -> bool:
+    """Whether this process writes the training's model, reports and MLflow run: yes, but in a
+    multi_worker training for every worker other than the chief (TF_CONFIG's task of type chief, or
+    worker 0 of a cluster that names no chief)."""
+    if runtime.distribute != "multi_worker" or "TF_CONFIG" not in os.environ:
+        return True
+    import json
+
+    config = json.loads(os.environ["TF_CONFIG"])
+    task = config.get("task", {})
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0

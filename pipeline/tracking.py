@@ -7,22 +7,32 @@ finds the same run again by the saved model's hash and adds test metrics and plo
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import numbers
 import os
+import signal
+import socket
+import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 
+from pipeline.errors import UserError
 from pipeline.params import Params, Tracking
 
 MODEL_HASH_TAG = "convpipe.model_md5"
+# Which process trains a run: a RUNNING run whose process is gone is marked FAILED by the next training.
+HOST_TAG, PID_TAG, STARTED_TAG = "convpipe.host", "convpipe.pid", "convpipe.pid_started"
+PROBE_TIMEOUT = 10  # seconds a tracking server has to answer the check made before any work
 
 
 def repo_root() -> Path:
@@ -43,18 +53,168 @@ def _is_local_default(uri: str) -> bool:
     return uri.startswith("sqlite:///") and uri.endswith("mlflow.db")
 
 
+def _served(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def setting(tracking: Tracking) -> str:
+    """The setting a message about the tracking store names: tracking.uri, or where null sends it."""
+    if tracking.uri:
+        return "tracking.uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return "tracking.uri (null: MLFLOW_TRACKING_URI)"
+    return "tracking.uri (null: the local mlflow.db)"
+
+
+def _reason(exc: BaseException) -> str:
+    """A few words for why a request failed, from an exception whose text may span a page."""
+    text = str(exc)
+    for needle, words in (
+        ("Connection refused", "connection refused"),
+        ("timed out", f"no answer within {PROBE_TIMEOUT} s"),
+        ("Name or service not known", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+        ("RemoteDisconnected", "connection closed by the server"),
+        ("Connection aborted", "connection closed by the server"),
+        ("Connection reset", "connection reset"),
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+    ):
+        if needle in text:
+            return words
+    return type(exc).__name__
+
+
+def probe(uri: str, experiment: str) -> tuple[int | None, str]:
+    """(HTTP status, '') of one quick request to the server about `experiment`, or (None, why not).
+
+    MLflow's own request code, so that the credentials checked are those MLflow sends: the standard
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN), TLS settings too.
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            "/api/2.0/mlflow/experiments/get-by-name",
+            "GET",
+            max_retries=0,
+            backoff_factor=0,
+            timeout=PROBE_TIMEOUT,
+            raise_on_status=False,
+            params={"experiment_name": experiment},
+        )
+    except Exception as exc:  # refused, timed out, unknown host, TLS: MLflow wraps them all
+        return None, _reason(exc)
+    return response.status_code, ""
+
+
+def check_server(tracking: Tracking) -> None:
+    """Before a stage does any work: a served tracking store must answer and accept the credentials.
+
+    Raises a one-line UserError naming tracking.uri otherwise; a local store needs no check.
+    """
+    uri = tracking_uri(tracking)
+    if not _served(uri):
+        return
+    where = setting(tracking)
+    status, reason = probe(uri, tracking.experiment)
+    if status is None:
+        raise UserError(
+            f"{where}: cannot reach the MLflow server at {uri} ({reason}); start it, or set {where} "
+            "to a running server"
+        )
+    if status == 401:
+        raise UserError(
+            f"{where}: the MLflow server at {uri} refused the credentials (401 Unauthorized): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server"
+        )
+    if status == 403:
+        raise UserError(_forbidden(tracking, uri))
+    if status not in (200, 404):  # 404: no such experiment yet; the first run creates it
+        raise UserError(f"{where}: the server at {uri} answered HTTP {status}, not as an MLflow server does")
+
+
+def _forbidden(tracking: Tracking, uri: str) -> str:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(MLFLOW_TRACKING_USERNAME unset)")
+    return (
+        f"{setting(tracking)}: user {user} may not log to experiment '{tracking.experiment}' on the "
+        f"MLflow server at {uri} (403 Forbidden); ask the experiment's owner for EDIT permission, "
+        "or set tracking.experiment to one of yours"
+    )
+
+
+@contextmanager
+def server_errors(tracking: Tracking, what: str, then: str) -> Iterator[None]:
+    """A tracking server lost (or refusing) in the middle of `what` ends it with one line.
+
+    An MLflow error is checked against the server itself: when the server does not answer, the
+    message says so and what happens `then`; a refusal (403) names the missing permission; any other
+    error is raised as it was.
+    """
+    try:
+        yield
+    except mlflow.exceptions.MlflowException as exc:
+        uri = tracking_uri(tracking)
+        if not _served(uri):
+            raise
+        status, reason = probe(uri, tracking.experiment)
+        if status is None:
+            raise UserError(
+                f"{setting(tracking)}: lost the MLflow server at {uri} during {what} ({reason}); {then}"
+            ) from None
+        if getattr(exc, "error_code", "") == "PERMISSION_DENIED" or status == 403:
+            raise UserError(_forbidden(tracking, uri)) from None
+        raise
+
+
+# What the MLflow UI (3.x) reads to open an experiment on its training runs, not on GenAI's overview.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+def _wait_for_sqlite(connection: Any, _record: Any) -> None:
+    """Parallel runs (`dvc exp run --run-all --jobs 2`) write one SQLite store: a writer waits for
+    the other's transaction (up to 2 min) instead of failing with "database is locked" after 5 s."""
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute("PRAGMA busy_timeout = 120000")
+
+
+@contextmanager
+def _sqlite_creation_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens a local SQLite store: the first creates its tables, which two
+    processes at once would both try (`table _alembic_tmp_experiments already exists`)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)  # a lock on the folder: no lock file beside the store
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def use_experiment(tracking: Tracking) -> str:
-    """Point MLflow at the store and experiment; return the experiment id."""
+    """Point MLflow at the store and experiment (marked as model training); return the experiment id."""
     uri = tracking_uri(tracking)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(tracking.experiment)
+    with _sqlite_creation_lock(uri):
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(tracking.experiment)
     if exp is not None:
+        if KIND_TAG not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     # Artifacts beside the default store, not in whatever folder the stage runs from.
     location = (repo_root() / "mlartifacts").as_uri() if _is_local_default(uri) else None
     try:
-        return client.create_experiment(tracking.experiment, artifact_location=location)
+        return client.create_experiment(
+            tracking.experiment, artifact_location=location, tags={KIND_TAG: KIND}
+        )
     except mlflow.exceptions.MlflowException:
         # Another process (a parallel queued experiment) created it first.
         return client.get_experiment_by_name(tracking.experiment).experiment_id
@@ -101,6 +261,88 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def process_tags() -> dict[str, str]:
+    """This process, so that another can tell whether it still runs: host, pid and start time."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), STARTED_TAG: _started(os.getpid())}
+
+
+def _started(pid: int) -> str:
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return ""
+
+
+def close_dead_runs(experiment_id: str, model_name: str, keep: str | None = None) -> list[str]:
+    """Mark FAILED every RUNNING run of `model_name` whose training process died on this host (a
+    kill, a time-out, a crash); `keep` is the run about to be resumed. Returns the ids marked.
+
+    A run of another host is left alone: whether its process lives cannot be told from here.
+    """
+    client = MlflowClient()
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.model = '{model_name}'"
+    )
+    closed = []
+    for run in runs:
+        tags = run.data.tags
+        if run.info.run_id == keep or tags.get(HOST_TAG) != socket.gethostname():
+            continue
+        pid = int(tags.get(PID_TAG) or 0)
+        if pid and _started(pid) == tags.get(STARTED_TAG):
+            continue  # still training (a queued experiment in another workspace, say)
+        client.set_tag(run.info.run_id, "convpipe.failure", "its training process died (killed or timed out)")
+        client.set_terminated(run.info.run_id, "FAILED")
+        closed.append(run.info.run_id)
+        print(
+            f"train {model_name}: run {run.info.run_id}, left RUNNING by a process that died: marked FAILED"
+        )
+    return closed
+
+
+def _end_run(status: str, quick: bool) -> None:
+    """End the active run. `quick`: the server may be gone, so one try and no error; the next
+    training of the stage then resumes the run or marks it FAILED."""
+    if not quick:
+        mlflow.end_run(status)
+        return
+    saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        mlflow.end_run(status)  # takes the run off the stack first, then tells the server
+    except Exception:
+        pass
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (a time-out, `kill`) ends the process through Python, so that the run is marked
+    FAILED rather than left RUNNING; only where nothing else handles SIGTERM."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @contextmanager
 def training_run(
     tracking: Tracking,
@@ -109,16 +351,32 @@ def training_run(
     tags: dict[str, str],
     resume: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """A run named after the model, with its params and tags logged; `resume` continues that run id."""
-    experiment_id = use_experiment(tracking)
-    if resume is not None:
-        with mlflow.start_run(run_id=resume) as run:
+    """A run named after the model, with its params and tags logged; `resume` continues that run id.
+
+    RUNNING runs of the model left by dead processes are marked FAILED first. A tracking server lost
+    during the training ends it with one line (server_errors); the run is left as it is, for the
+    next `dvc repro` to resume from the last checkpointed epoch.
+    """
+    what = f"the training of {model_name}"
+    then = "once it is back, `dvc repro` resumes the training and its run after the last checkpointed epoch"
+    with server_errors(tracking, what, then):
+        experiment_id = use_experiment(tracking)
+        close_dead_runs(experiment_id, model_name, keep=resume)
+        tags = {**tags, **process_tags()}
+        if resume is not None:
+            run = mlflow.start_run(run_id=resume)
             mlflow.set_tags(tags)
+        else:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=model_name, tags=tags)
+            mlflow.log_params(params)
+    try:
+        with _sigterm_as_exit(), server_errors(tracking, what, then):
             yield run
-        return
-    with mlflow.start_run(experiment_id=experiment_id, run_name=model_name, tags=tags) as run:
-        mlflow.log_params(params)
-        yield run
+    except BaseException as exc:
+        _end_run("FAILED", quick=isinstance(exc, UserError | SystemExit | KeyboardInterrupt))
+        raise
+    with server_errors(tracking, what, then):
+        _end_run("FINISHED", quick=False)
 
 
 def start_training_run(
@@ -129,10 +387,12 @@ def start_training_run(
     architecture: str,
     extra: Mapping[str, str],
     resume: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> contextlib.AbstractContextManager[mlflow.ActiveRun]:
     """The MLflow run of one training (a model's or a GAN's): every param and tag it carries, here only.
 
-    `entry` is the params entry (models.<name>, dcgans.<name>, ...); `extra` adds what the task knows.
+    `entry` is the params entry (models.<name>, dcgans.<name>, ...); `extra` adds what the task knows,
+    `extra_tags` what the caller does (a sweep's trial: mlflow.parentRunId, the sweep's git commit).
     """
     run_params = {
         **flatten("model", entry.model_dump()),
@@ -148,11 +408,49 @@ def start_training_run(
         "architecture": architecture,
         "dataset": entry.dataset,
         "dataset_hash": manifest["source_hash"],
+        **(extra_tags or {}),
     }
-    return training_run(params.tracking, name, run_params, tags, resume)
+    return _with_dataset(training_run(params.tracking, name, run_params, tags, resume), manifest)
+
+
+@contextmanager
+def _with_dataset(run: contextlib.AbstractContextManager, manifest: dict) -> Iterator[mlflow.ActiveRun]:
+    """The run, its dataset logged as an MLflow dataset input (the UI's Dataset column)."""
+    with run as active:
+        log_dataset(manifest)
+        yield active
+
+
+def log_dataset(manifest: dict, context: str = "training") -> None:
+    """The prepared dataset as an input of the active run: its name, the first 16 hex digits of its
+    manifest's source hash as digest, and its source (`path`: a folder of images, a generator module)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    path = str(manifest["params"].get("path") or manifest["name"])
+    with warnings.catch_warnings():  # MLflow registers its local source twice and warns that it has two
+        warnings.simplefilter("ignore", UserWarning)
+        # Relative paths from the repository root, also for runs in DVC's temporary workspaces.
+        source = resolve_dataset_source(path if "://" in path else (repo_root() / path).resolve().as_uri())
+    digest = manifest["source_hash"][:16]
+    mlflow.log_input(MetaDataset(source, name=manifest["name"], digest=digest), context=context)
 
 
 def log_evaluation(
+    tracking: Tracking,
+    name: str,
+    model_file: Path,
+    metrics: Mapping[str, Any],
+    reports: list[Path],
+    champion_metric: str | None = None,
+) -> str:
+    """_log_evaluation, a lost tracking server ending it in one line."""
+    then = "once it is back, `dvc repro` runs this evaluation again"
+    with server_errors(tracking, f"the evaluation of {name}", then):
+        return _log_evaluation(tracking, name, model_file, metrics, reports, champion_metric)
+
+
+def _log_evaluation(
     tracking: Tracking,
     name: str,
     model_file: Path,
@@ -170,12 +468,12 @@ def log_evaluation(
     if run_id is None:
         print(f"evaluate {name}: its training run is not in the tracking store; logging a new run")
         run_id = new_run(tracking, name, {"model": name, "note": "training run not found"})
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
-    log_metrics(run_id, numbers)
+    figures = {k: v for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    log_metrics(run_id, figures)
     log_artifacts(run_id, reports)
     log_artifacts(run_id, [Path("params.yaml"), Path("dvc.lock")], "pipeline")
-    if champion_metric is not None and numbers.get(champion_metric) is not None:
-        registered = register_model(tracking, run_id, name, champion_metric, numbers[champion_metric])
+    if champion_metric is not None and figures.get(champion_metric) is not None:
+        registered = register_model(tracking, run_id, name, champion_metric, figures[champion_metric])
         if registered:
             new, champion = registered
             print(f"evaluate {name}: registered as version {new}; champion is version {champion}")
@@ -212,6 +510,7 @@ class EpochLogger:
         self.run_id = run_id  # None: the run active when the first epoch ends
         self.seconds = 0.0  # time the training spent handing metrics over, reported by the benchmarks
         self._pending: list = []  # mlflow RunOperations, one per epoch
+        self.listeners: list[Callable[[int, Mapping[str, float]], None]] = []  # told of each epoch logged
 
     def log(self, epoch: int, logs: Mapping[str, float]) -> None:
         step = epoch + self.step_offset
@@ -228,6 +527,8 @@ class EpochLogger:
             self.run_id = (mlflow.active_run() or mlflow.start_run()).info.run_id
         self._pending.append(MlflowClient().log_batch(self.run_id, metrics=batch, synchronous=False))
         self.seconds += time.perf_counter() - start
+        for listener in self.listeners:
+            listener(epoch, logs)
 
     def wait(self) -> None:
         """Block until every epoch handed over is in the store; raise what logging raised."""
@@ -277,12 +578,41 @@ def new_run(tracking: Tracking, name: str, tags: dict[str, str]) -> str:
     return run.info.run_id
 
 
-def log_model(model: Any) -> str:
-    """The Keras model as an MLflow model of the active run (loadable, registrable); returns its URI."""
-    import mlflow.keras
+def log_model(model: Any, input_example: Any = None, metadata: Mapping[str, Any] | None = None) -> str:
+    """The Keras model as an MLflow model of the active run (loadable, registrable, servable by
+    `mlflow models serve`); returns its URI.
 
+    `input_example`, a few rows of the model's input (uint8 images), is stored with the model and
+    gives its signature with the model's outputs for it; `metadata` goes into MLmodel (the class
+    names, which `pipeline.tools.predict` reads for a models:/ URI).
+    """
+    import types
+
+    import mlflow.keras
+    import numpy as np
+    from mlflow.models import Model, infer_signature
+
+    def save_model(path: str, **kwargs: Any) -> None:
+        # MLflow 3.17's keras flavor writes the input example into `path` before it creates it.
+        os.makedirs(path, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+    keras_flavor = types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model)
+    example = signature = None
+    if input_example is not None:
+        example = np.asarray(input_example)
+        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
     requirements = [f"keras=={_version('keras')}", f"tensorflow=={_version('tensorflow')}"]
-    info = mlflow.keras.log_model(model, name="model", pip_requirements=requirements)
+    info = Model.log(
+        artifact_path=None,
+        name="model",
+        flavor=keras_flavor,
+        model=model,
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements,
+        metadata=dict(metadata or {}),
+    )
     mlflow.set_tag("convpipe.model_uri", info.model_uri)
     return info.model_uri
 

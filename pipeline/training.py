@@ -35,26 +35,38 @@ class ArrayBatches(keras.utils.PyDataset):
         seed: int,
         num_classes: int,
         sparse: bool = False,
+        augment=None,
     ):
         super().__init__()
         # sparse: labels as they are (segmentation masks, one-hot encoded inside the loss).
         self.x = x
         self.y = y if y is None or sparse else encode_labels(y, num_classes)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        # augment: online augmentation (pipeline.data.augment.OnlineAugment), which draws the rows
+        # past len(x) (fresh views of the images) for each epoch; None: the rows of x as they are.
+        self.augment, self.sparse = augment, sparse
+        self.rows = len(x) if augment is None else augment.rows
         self.epoch = 0
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
         if not self.shuffle:
-            return np.arange(len(self.x))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
+            return np.arange(self.rows)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.rows)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil(self.rows / self.batch_size)
+
+    def _batch_rows(self, i: int) -> np.ndarray:
+        # Sorted indices make memory-mapped reads sequential; order within a batch does not matter.
+        return np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
 
     def __getitem__(self, i: int):
-        # Sorted indices make memory-mapped reads sequential; order within a batch does not matter.
-        idx = np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+        idx = self._batch_rows(i)
+        if self.augment is not None:
+            upcoming = [self._batch_rows(j) for j in range(i + 1, min(i + 1 + self.augment.ahead, len(self)))]
+            x, masks = self.augment.batch(self.epoch, idx, upcoming)
+            return x, masks if self.sparse else np.asarray(self.y[idx % len(self.x)])
         if self.y is None:
             return np.asarray(self.x[idx])
         return np.asarray(self.x[idx]), np.asarray(self.y[idx])
@@ -81,7 +93,7 @@ def compile_model(
     p: TrainParams,
     num_classes: int,
     steps_per_epoch: int,
-    jit: bool,
+    jit: bool | str,
     loss: keras.losses.Loss | None = None,
     metrics: list[keras.metrics.Metric] | None = None,
 ) -> None:
@@ -108,6 +120,129 @@ def compile_model(
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
 
 
+def batch_norm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNormalization]:
+    """The BatchNormalization layers that training updates: trainable ones, nested models included.
+
+    A frozen one (a pretrained backbone's) runs in inference mode and keeps its statistics.
+    """
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if layer.trainable:
+                found.append(layer)
+        else:
+            found += batch_norm_layers(layer)
+    return found
+
+
+def training_forward(model: keras.Model) -> Callable:
+    """model(x, training=True), compiled once on TensorFlow and JAX (eager, it took twice as long)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        call = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=True)[1])
+
+        def forward(x):
+            variables = model.non_trainable_variables
+            new = call([v.value for v in model.trainable_variables], [v.value for v in variables], x)
+            for v, value in zip(variables, new, strict=True):
+                v.assign(value)
+
+        return forward
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: model(x, training=True)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+
+
+def estimate_batch_norm(model: keras.Model, batches, forward: Callable | None = None) -> int:
+    """Set every trainable BatchNormalization layer's moving mean and variance to its population
+    statistics over `batches` (the training split, as it trains), for the weights the model has now.
+
+    A moving average taken while training lags behind the weights: after a few hundred steps the
+    statistics still mix in those of the untrained network, and a cnn right on 0.99 of its training
+    batches was right on 0.28 of its test images. Each batch runs forward in training mode (every
+    layer sees its inputs normalised as in training); with momentum 0 a layer's moving statistics
+    are that batch's, and they are combined into the mean and variance of all rows (law of total
+    variance). Nothing else changes: the weights, and the random generators' states (dropout), are
+    as before, so training goes on exactly as it would have. `forward` is training_forward(model),
+    made while the momenta are 0 (a compiled one keeps that); returns the number of layers updated.
+    """
+    layers = batch_norm_layers(model)
+    if not layers:
+        return 0
+    stats = {id(v) for layer in layers for v in (layer.moving_mean, layer.moving_variance)}
+    others = [v for v in model.non_trainable_variables if id(v) not in stats]
+    saved = [keras.ops.convert_to_numpy(v) for v in others]
+    momenta = [layer.momentum for layer in layers]
+    total = 0
+    sums = [[0.0, 0.0, 0.0] for _ in layers]  # per layer: sums of n * mean, n * mean**2, n * var
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        forward = forward or training_forward(model)
+        for i in range(len(batches)):
+            x = batches[i]
+            x = x[0] if isinstance(x, tuple) else x
+            forward(x)
+            n = len(x)
+            total += n
+            for acc, layer in zip(sums, layers, strict=True):
+                mean = keras.ops.convert_to_numpy(layer.moving_mean).astype("float64")
+                var = keras.ops.convert_to_numpy(layer.moving_variance).astype("float64")
+                acc[0] += n * mean
+                acc[1] += n * mean**2
+                acc[2] += n * var
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+        for v, value in zip(others, saved, strict=True):
+            v.assign(value)
+    for (s_mean, s_square, s_var), layer in zip(sums, layers, strict=True):
+        mean = s_mean / total
+        var = s_var / total + np.maximum(s_square / total - mean**2, 0.0)
+        layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
+        layer.moving_variance.assign(var.astype(layer.moving_variance.dtype))
+    return len(layers)
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Re-estimates BatchNormalization's statistics (estimate_batch_norm) over the training batches
+    after an epoch's training steps: before its validation, so val metrics, the best epoch and the
+    saved model all use statistics of the weights they belong to.
+
+    Put it before the callbacks that save the model at an epoch's end.
+    """
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+        self.stale = False
+        self._forward: dict[tuple[int, ...], Callable] = {}  # per set of trainable BN layers
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        self.stale = True
+
+    def _refresh(self) -> None:
+        if not self.stale:
+            return
+        self.stale = False
+        layers = batch_norm_layers(self.model)
+        if not layers:
+            return
+        key = tuple(id(layer) for layer in layers)
+        if key not in self._forward:  # traced at its first call, with the momenta at 0
+            self._forward[key] = training_forward(self.model)
+        estimate_batch_norm(self.model, self.batches, self._forward[key])
+
+    def on_test_begin(self, logs=None) -> None:  # validation inside fit()
+        self._refresh()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:  # an epoch without validation
+        self._refresh()
+
+
 class Checkpoints:
     """A model's resumable progress: the last epoch's model and optimizer, the best weights, the state.
 
@@ -118,34 +253,64 @@ class Checkpoints:
 
     def __init__(self, folder: Path, fingerprint: str):
         self.folder, self.fingerprint = Path(folder), fingerprint
-        self.last = self.folder / "last.keras"
         self.best = self.folder / "best.weights.h5"
         self.state_file = self.folder / "state.json"
 
-    def resumable(self) -> dict | None:
-        """The saved state if it belongs to this very training, else None."""
-        if not (self.state_file.is_file() and self.last.is_file()):
+    def read_state(self) -> dict | None:
+        """The saved state, whichever training wrote it; None if there is none."""
+        if not self.state_file.is_file():
             return None
-        state = json.loads(self.state_file.read_text())
-        return state if state.get("fingerprint") == self.fingerprint else None
+        try:
+            return json.loads(self.state_file.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    @property
+    def last(self) -> Path:
+        """The file of the last checkpointed epoch: the one the state names."""
+        state = self.read_state() or {}
+        return self.folder / state.get("last", "last.keras")
+
+    def resumable(self) -> dict | None:
+        """The saved state if it belongs to this very training (and its epoch's file is there), else None."""
+        state = self.read_state()
+        if state is None or state.get("fingerprint") != self.fingerprint:
+            return None
+        return state if (self.folder / state.get("last", "last.keras")).is_file() else None
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def save(self, model: keras.Model, state: dict, before_state: Callable[[], None] | None = None) -> None:
-        """Write the model, then the state, each by rename: a kill at any moment leaves a usable pair.
+        """The model (with its optimizer) as the epoch's checkpoint: see save_with."""
+        self.save_with(model.save, ".keras", state, before_state)
+
+    def save_with(
+        self,
+        write: Callable[[Path], None],
+        suffix: str,
+        state: dict,
+        before_state: Callable[[], None] | None = None,
+    ) -> None:
+        """`write(path)` the epoch's file under a name of its own, then the state that names it (by
+        rename), then remove older epochs' files: a kill at any moment leaves a state whose file
+        holds exactly the epoch it says.
 
         `before_state` runs in between: what must be stored before the state marks the epoch done.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / "last.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, self.last)
+        name = f"epoch-{state['epoch']:04d}{suffix}"
+        tmp = self.folder / f"epoch.tmp{suffix}"
+        write(tmp)
+        os.replace(tmp, self.folder / name)
         if before_state is not None:
             before_state()
         tmp_state = self.folder / "state.tmp.json"
-        tmp_state.write_text(json.dumps({**state, "fingerprint": self.fingerprint}))
+        tmp_state.write_text(json.dumps({**state, "last": name, "fingerprint": self.fingerprint}))
         os.replace(tmp_state, self.state_file)
+        for old in self.folder.glob("epoch-*"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
 
 class BestAndResume(keras.callbacks.Callback):

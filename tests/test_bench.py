@@ -31,6 +31,9 @@ EXPECTED = [
     ("6 backends", "tensorflow"),
     ("6 backends", "jax"),
     ("6 backends", "jax / tensorflow"),
+    ("7 online augment", "offline (copies on disk)"),
+    ("7 online augment", "online (drawn each epoch)"),
+    ("7 online augment", "ratio online / offline"),
 ]
 NUMBER = re.compile(r"^-?\d+(\.\d+)?(e[-+]?\d+)?$")
 
@@ -50,12 +53,13 @@ def test_smoke_benchmarks_report_every_figure(tmp_path):
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 7 and cells[0][:1].isdigit():
+        if len(cells) == 8 and cells[0][:1].isdigit():
             rows[(cells[0], cells[1])] = cells
     for key in EXPECTED:
         assert key in rows, f"missing row {key} in\n{text}"
         assert NUMBER.match(rows[key][2]), f"{key}: not a number: {rows[key][2]!r}"
         assert rows[key][5] in ("met", "MISSED", "info")
+        assert NUMBER.match(rows[key][6]) and float(rows[key][6]) > 0  # the machine's GFLOP/s beside it
     # The machine section names the CPU and the versions the figures depend on.
     for field in ("cpu", "cores", "memory", "keras", "tensorflow", "jax", "dvc", "mlflow", "albumentations"):
         assert f"- {field}:" in text

@@ -14,8 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.bench import augment, backends, dvc_overhead, prepare, training
-from pipeline.bench.common import ROOT, Config, Row, machine
+from pipeline.bench import augment, backends, dvc_overhead, online, prepare, training
+from pipeline.bench.common import ROOT, Config, Row, gflops, machine
 
 BENCHMARKS = {
     "training": training,
@@ -23,17 +23,19 @@ BENCHMARKS = {
     "prepare": prepare,
     "augment": augment,
     "backends": backends,
+    "online": online,
 }
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| benchmark | measure | value | unit | target | status | setting |",
-        "|---|---|---|---|---|---|---|",
+        "| benchmark | measure | value | unit | target | status | GFLOP/s | setting |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         value = f"{r.value:.3g}" if abs(r.value) < 100 else f"{r.value:.0f}"
-        lines.append(f"| {r.bench} | {r.measure} | {value} | {r.unit} | {r.target} | {r.status} | {r.note} |")
+        cells = f"{r.bench} | {r.measure} | {value} | {r.unit} | {r.target} | {r.status} | {r.gflops:.0f}"
+        lines.append(f"| {cells} | {r.note} |")
     return "\n".join(lines)
 
 
@@ -44,7 +46,9 @@ def report(rows: list[Row], info: dict[str, str], cfg: Config, seconds: float, l
         f"# Benchmarks\n\nWritten by `python -m pipeline.bench` ({mode}) on "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {seconds:.0f} s. Each ratio compares two measurements "
         f"of this same run; figures are medians over {cfg.repeats} repeat(s) (images/s of a fit: median "
-        "over its epochs after the first). Peak memory is the child process's own VmHWM (wait4 rusage).\n\n"
+        "over its epochs after the first). Peak memory is the child process's own VmHWM (wait4 rusage). "
+        "GFLOP/s: a numpy float32 1024x1024 matmul (best of 5) right after each benchmark, so figures "
+        "of different machines (and loads) can be compared.\n\n"
         f"{table(rows)}\n\n## Machine\n\n{machine_lines}\n- load average (1 min) at end: {load_end:.2f}\n"
     )
 
@@ -64,7 +68,10 @@ def main() -> None:
             t0 = time.perf_counter()
             new = BENCHMARKS[name].run(cfg, Path(tmp) / name)
             took, load = time.perf_counter() - t0, os.getloadavg()[0]
-            print(f"bench {name}: {took:.0f} s, load average {load:.2f}", flush=True)
+            speed = gflops()  # right after it: the machine's speed (and load) the figures were made at
+            for row in new:
+                row.gflops = speed
+            print(f"bench {name}: {took:.0f} s, load average {load:.2f}, {speed:.0f} GFLOP/s", flush=True)
             info[f"bench {name}"] = f"{took:.0f} s, load average (1 min) {load:.2f} at its end"
             rows += new
     text = report(rows, info, cfg, time.perf_counter() - start, os.getloadavg()[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -48,6 +49,7 @@ class Row:
     unit: str
     target: str = ""  # e.g. ">= 0.95"; empty when informational
     note: str = ""
+    gflops: float = float("nan")  # the machine's float32 GFLOP/s when this figure was measured (gflops())
 
     @property
     def status(self) -> str:
@@ -102,6 +104,21 @@ def child_json(cmd: list[str], **kw) -> dict:
     if not lines:
         raise RuntimeError(f"{' '.join(cmd)} printed no result:\n{res.stdout[-4000:]}")
     return {**json.loads(lines[-1]), "peak_bytes": res.peak_bytes, "wall": res.seconds}
+
+
+def gflops(n: int = 1024, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a numpy n x n matmul, best of `repeats`: how fast this machine (its BLAS,
+    its vector units, the load on it now) multiplies, so figures of different machines compare."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    a @ a
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
 
 def machine() -> dict[str, str]:

@@ -1,13 +1,21 @@
 """A CycleGAN: two ResNet-style translators, two PatchGAN discriminators, and the model whose
 `train_step` trains all four (adversarial, cycle-consistency and identity losses), so that `fit()`
-drives it. TensorFlow only (`tf.GradientTape`). Functional models with explicit layer names."""
+drives it, on TensorFlow or JAX (gradients: pipeline.models.gan.minimize). Functional models with
+explicit layer names."""
 
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
 
-from pipeline.models.gan import LEAK, start_side, to_model_range
+from pipeline.models.gan import (
+    LEAK,
+    OptimizerPair,
+    minimize,
+    start_side,
+    stateless_train_step,
+    to_model_range,
+)
 
 
 def _instance_norm(name: str):
@@ -95,14 +103,24 @@ class CycleGAN(keras.Model):
     def compile(self, g_optimizer, d_optimizer, **kwargs) -> None:
         super().compile(**kwargs)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        if keras.backend.backend() == "jax":
+            self.optimizer = OptimizerPair(
+                (g_optimizer, self.g_ab.trainable_weights + self.g_ba.trainable_weights),
+                (d_optimizer, self.d_a.trainable_weights + self.d_b.trainable_weights),
+            )
+            self.built = True  # its networks are built; JAX's fit() would otherwise trace a call() it lacks
 
     @property
     def metrics(self):
         return list(self.trackers.values())
 
-    def train_step(self, data):
-        import tensorflow as tf  # custom training steps are backend-specific; see the module docstring
+    def train_step(self, *args):
+        # TensorFlow calls train_step(data); JAX calls train_step(state, data) and wants the new state back.
+        if keras.backend.backend() == "jax":
+            return stateless_train_step(self, self._step, *args)
+        return self._step(*args)
 
+    def _step(self, data):
         a, b = data
         a, b = to_model_range(a), to_model_range(b)
 
@@ -112,7 +130,7 @@ class CycleGAN(keras.Model):
         def l1(x, y):
             return ops.mean(ops.abs(x - y))
 
-        with tf.GradientTape(persistent=True) as tape:
+        def losses():
             fake_b = self.g_ab(a, training=True)
             fake_a = self.g_ba(b, training=True)
             cycle = l1(a, self.g_ba(fake_b, training=True)) + l1(b, self.g_ab(fake_a, training=True))
@@ -128,11 +146,14 @@ class CycleGAN(keras.Model):
                 + mse(1.0, self.d_b(b, training=True))
                 + mse(0.0, d_b_fake)
             )
-        g_weights = self.g_ab.trainable_weights + self.g_ba.trainable_weights
-        d_weights = self.d_a.trainable_weights + self.d_b.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_weights), g_weights, strict=True))
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_weights), d_weights, strict=True))
-        del tape
+            return (g_loss, d_loss), (cycle, identity)
+
+        (g_loss, d_loss), (cycle, identity) = minimize(
+            self,
+            losses,
+            (self.g_optimizer, self.g_ab.trainable_weights + self.g_ba.trainable_weights),
+            (self.d_optimizer, self.d_a.trainable_weights + self.d_b.trainable_weights),
+        )
         for name, value in (
             ("g_loss", g_loss),
             ("d_loss", d_loss),

@@ -1,13 +1,20 @@
 """A (conditional) DCGAN: generator, discriminator, and the model whose `train_step` plays them
-against each other, so that `fit()` drives adversarial training. The step uses `tf.GradientTape`
-(TensorFlow only). Functional models with explicit layer names, on images in -1..1."""
+against each other, so that `fit()` drives adversarial training on TensorFlow or JAX (gradients:
+pipeline.models.gan.minimize). Functional models with explicit layer names, on images in -1..1."""
 
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
 
-from pipeline.models.gan import LEAK, start_side, to_model_range
+from pipeline.models.gan import (
+    LEAK,
+    OptimizerPair,
+    minimize,
+    start_side,
+    stateless_train_step,
+    to_model_range,
+)
 
 # The generator's BatchNorm statistics average over ~5 steps, not Keras's ~100: in a few hundred
 # steps the weights change so fast that inference-mode samples drawn with the default lagging
@@ -152,6 +159,12 @@ class DCGAN(keras.Model):
     def compile(self, g_optimizer, d_optimizer, **kwargs) -> None:
         super().compile(**kwargs)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        if keras.backend.backend() == "jax":
+            self.optimizer = OptimizerPair(
+                (g_optimizer, self.generator.trainable_weights),
+                (d_optimizer, self.discriminator.trainable_weights),
+            )
+            self.built = True  # its networks are built; JAX's fit() would otherwise trace a call() it lacks
 
     @property
     def metrics(self):
@@ -170,9 +183,13 @@ class DCGAN(keras.Model):
     def _noisy(self, images, std):
         return images + std * keras.random.normal(ops.shape(images), seed=self.seed_generator)
 
-    def train_step(self, data):
-        import tensorflow as tf  # custom training steps are backend-specific; see the module docstring
+    def train_step(self, *args):
+        # TensorFlow calls train_step(data); JAX calls train_step(state, data) and wants the new state back.
+        if keras.backend.backend() == "jax":
+            return stateless_train_step(self, self._step, *args)
+        return self._step(*args)
 
+    def _step(self, data):
         images, labels = data
         real = to_model_range(images)
         n = ops.shape(real)[0]
@@ -186,29 +203,35 @@ class DCGAN(keras.Model):
         def d_in(x):
             return [self._noisy(x, std), labels] if self.conditional else self._noisy(x, std)
 
-        z = keras.random.normal((n, self.latent_dim), seed=self.seed_generator)
-        with tf.GradientTape() as tape:
+        def d_losses(z):
             fake = self.generator(g_in(z), training=True)
             real_logits, real_classes = self._split(self.discriminator(d_in(real), training=True))
             fake_logits, _ = self._split(self.discriminator(d_in(fake), training=True))
             d_loss = self.bce(ops.ones_like(real_logits) * (1.0 - self.label_smoothing), real_logits)
             d_loss += self.bce(ops.zeros_like(fake_logits), fake_logits)
+            aux_loss = None
             if self.aux_weight:
                 # Only real images teach the class head: fakes of the wrong class must not pass as right.
                 aux_loss = self.cce(labels, real_classes)
                 d_loss += self.aux_weight * aux_loss
-        weights = self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights, strict=True))
+            return (d_loss,), (real_logits, aux_loss)
 
-        z = keras.random.normal((n, self.latent_dim), seed=self.seed_generator)
-        with tf.GradientTape() as tape:
+        def g_losses(z):
             fake = self.generator(g_in(z), training=True)
             fake_logits, fake_classes = self._split(self.discriminator(d_in(fake), training=True))
             g_loss = self.bce(ops.ones_like(fake_logits), fake_logits)
             if self.aux_weight:
                 g_loss += self.aux_weight * self.cce(labels, fake_classes)
-        weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights, strict=True))
+            return (g_loss,), None
+
+        z = keras.random.normal((n, self.latent_dim), seed=self.seed_generator)
+        (d_loss,), (real_logits, aux_loss) = minimize(
+            self, lambda: d_losses(z), (self.d_optimizer, self.discriminator.trainable_weights)
+        )
+        z = keras.random.normal((n, self.latent_dim), seed=self.seed_generator)
+        (g_loss,), _ = minimize(
+            self, lambda: g_losses(z), (self.g_optimizer, self.generator.trainable_weights)
+        )
         if self.ema_generator is not None:
             t = ops.cast(self.g_optimizer.iterations, "float32")
             decay = ops.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))

@@ -64,6 +64,8 @@ from pipeline.params.models import (
     UnetParams,
     arch_kwargs,
 )
+from pipeline.params.sweeps import Sweep, check_sweeps
+from pipeline.params.verify import Verify
 
 __all__ = [
     "ARCHITECTURES",
@@ -106,12 +108,14 @@ __all__ = [
     "Splits",
     "Steps",
     "Strict",
+    "Sweep",
     "Tracking",
     "TracksDataset",
     "TrainParams",
     "TransferParams",
     "Transform",
     "UnetParams",
+    "Verify",
     "arch_kwargs",
     "generator_module",
     "load",
@@ -130,6 +134,8 @@ class Params(Strict):
     lecture: Lecture
     dcgans: dict[str, DcganParams] = Field(default_factory=dict)  # empty: no DCGAN
     cyclegans: dict[str, CycleganParams] = Field(default_factory=dict)  # empty: no CycleGAN
+    sweeps: dict[str, Sweep] = Field(default_factory=dict)  # empty: no Ray Tune search
+    verify: Verify | None = None  # none: `make verify` has no tolerances to judge by
 
     @field_validator("datasets", "models")
     @classmethod
@@ -182,4 +188,5 @@ def parse(raw: Any, source: str = PARAMS_FILE) -> Params:
     except ValidationError as exc:
         raise UserError(describe(exc, Params, source)) from None
     check(params, source)
+    check_sweeps(params, source)
     return params

@@ -5,7 +5,7 @@ Transform names and arguments are checked against albumentations by pipeline.dat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -19,6 +19,9 @@ class Transform(Strict):
 
 
 class Augment(Strict):
+    # offline: copies written once by the augment stage; online: drawn afresh every epoch by the
+    # train stage from (seed, epoch, copy, image) (pipeline.data.augment.OnlineAugment).
+    mode: Literal["offline", "online"]
     copies: int = Field(ge=0, le=100)
     transforms: list[Transform]
     preview: int = Field(ge=1, le=64)

@@ -14,6 +14,7 @@ from pipeline.params.datasets import (
     ShapesDataset,
 )
 from pipeline.params.gans import DcganParams
+from pipeline.params.lecture import ROTATION_INVARIANT
 from pipeline.params.models import ARCHITECTURES, SegmentationParams, TrainParams
 
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ def check_dims(params: Params, source: str) -> None:
 
 
 def check_lecture(params: Params, source: str) -> None:
-    """The lecture's figures need a filter_net (one 2D filter) and a 2D cnn (image feature maps)."""
+    """The lecture's figures need a filter_net (one 2D filter) and a 2D cnn (image feature maps); the
+    symmetry experiments 2D classifiers of the same labels, the rotation one rotation-invariant classes."""
+    check_symmetries(params, source)
     wanted = {"filter_model": ("filter_net", "a filter_net"), "feature_model": ("cnn", "a 2D cnn")}
     for key, (architecture, description) in wanted.items():
         name = getattr(params.lecture, key)
@@ -99,6 +102,35 @@ def check_lecture(params: Params, source: str) -> None:
                 f"{source}: lecture.{key}: '{name}' is not {description} in models; "
                 f"valid: {', '.join(fits) or '(none)'}, or null to skip this figure"
             )
+
+
+def check_symmetries(params: Params, source: str) -> None:
+    experiments = {"translation": params.lecture.translation, "rotation": params.lecture.rotation}
+    for section, exp in experiments.items():
+        if exp is None:
+            continue
+        names = {k: v for k, v in exp.model_dump().items() if k != "angles"}
+        for key, name in names.items():
+            model = params.models.get(name)
+            if model is None or getattr(model, "dims", 2) != 2 or isinstance(model, SegmentationParams):
+                fits = [n for n, m in params.models.items() if not isinstance(m, SegmentationParams)]
+                raise UserError(
+                    f"{source}: lecture.{section}.{key}: '{name}' is not a 2D classifier in models; "
+                    f"{choices_hint(name, fits)}, or lecture.{section}: null to skip the experiment"
+                )
+            if not same_labels(params, model.dataset, params.models[exp.plain].dataset):
+                raise UserError(
+                    f"{source}: lecture.{section}.{key}: '{name}' classifies datasets.{model.dataset}, whose "
+                    f"labels differ from those of {exp.plain}'s datasets.{params.models[exp.plain].dataset}"
+                )
+            ds = params.datasets[model.dataset]
+            invariant = isinstance(ds, ShapesDataset) and set(ds.classes) <= set(ROTATION_INVARIANT)
+            if section == "rotation" and not (invariant and ds.positive is None):
+                raise UserError(
+                    f"{source}: lecture.rotation.{key}: datasets.{model.dataset} must be a shapes dataset of "
+                    f"rotation-invariant classes (some of {', '.join(ROTATION_INVARIANT)}; positive: null): "
+                    f"a turn would change the label of others ('angle' is its '/' stroke)"
+                )
 
 
 def check_gans(params: Params, source: str) -> None:

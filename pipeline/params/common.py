@@ -52,7 +52,7 @@ class Runtime(Strict):
     device: Literal["auto", "cpu", "gpu"]
     deterministic: bool
     mixed_precision: bool
-    jit_compile: bool
+    jit_compile: bool | Literal["auto"]  # auto: Keras decides (XLA on JAX; off on TensorFlow on CPU)
     distribute: Literal["none", "mirrored", "multi_worker"]
     workers: int = Field(ge=1, le=64)
     verbose: Literal[0, 1, 2]

@@ -1,4 +1,5 @@
-"""DVC stage `augment`: the training split enlarged by augmented copies, and a preview grid."""
+"""DVC stage `augment`: the training split enlarged by augmented copies (offline) or as prepared with the
+recipe the train stage draws from (online), and a preview grid."""
 
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ def main() -> None:
     background = manifest.get("background")
     bg = manifest["classes"].index(background) if background is not None else None
     x, y = load_split(args.data, "train")
+    if spec.mode == "online":
+        with atomic_dir(args.out) as tmp:
+            augment.write_online(spec, args.name, params.seed, args.data, tmp, segmentation)
+            n = min(spec.preview, len(x))
+            shown = augment.online_preview(spec, args.name, params.seed, x, y if segmentation else None, n, 3)
+            rows = [plots.mask_overlay(i, m, bg) if segmentation else i for i, m in shown]
+            titles = ["original"] + [f"epoch {e + 1}: a fresh view" for e in range(len(rows) - 1)]
+            plots.sample_grid(rows, args.preview, titles, title=f"augment {args.name} (online)")
+        print(f"augment {args.name}: online, {spec.copies} fresh view(s) per image and epoch (train stage)")
+        return
     with atomic_dir(args.out) as tmp:
         aug_x, aug_y = augment.augment_split(
             spec,

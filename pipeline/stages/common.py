@@ -50,14 +50,3 @@ def parser(description: str, entry: str, *paths: str) -> argparse.ArgumentParser
     for name in paths:
         ap.add_argument(f"--{name}", type=Path, required=True, help=PATH_HELP[name])
     return ap
-
-
-def require_tensorflow(params: Params, section: str, name: str) -> None:
-    """GAN training overrides train_step with tf.GradientTape: refuse another backend in one line."""
-    if params.runtime.backend != "tensorflow":
-        from pipeline.errors import UserError
-
-        raise UserError(
-            f"runtime.backend: GAN training ({section}.{name}) overrides "
-            "train_step with tf.GradientTape and runs on tensorflow only; valid: tensorflow"
-        )

@@ -12,6 +12,9 @@ def main() -> None:
     args = parser(__doc__, "cyclegans", "data", "target", "model", "reports", "weights").parse_args()
     params = load_checked()
     params.gan(args.name)
+    from pipeline import tracking
+
+    tracking.check_server(params.tracking)  # before any work: one line if the store does not answer
     start(params)
 
     from pipeline.history import read_history
@@ -23,7 +26,7 @@ def main() -> None:
     summary, line = cyclegan.evaluate(
         params, args.name, g_ab, g_ba, args.data, args.target, history, args.weights
     )
-    run_id = gan.log_evaluation(params, args.name, model_file, summary, args.reports)
+    run_id = gan.log_evaluation(params, args.name, model_file, summary, args.reports, cyclegan.HEADLINE)
     print(f"evaluate {args.name}: {line}; MLflow run {run_id}")
 
 

@@ -11,6 +11,9 @@ def main() -> None:
     args = parser(__doc__, "dcgans", "data", "model", "classifier", "reports", "weights").parse_args()
     params = load_checked()
     p = params.gan(args.name)
+    from pipeline import tracking
+
+    tracking.check_server(params.tracking)  # before any work: one line if the store does not answer
     keras = start(params)
 
     from pipeline.history import read_history
@@ -25,7 +28,7 @@ def main() -> None:
         )
     classifier = keras.saving.load_model(args.classifier / "model.keras")
     summary, line = dcgan.evaluate(params, args.name, generator, classifier, args.data, history, args.weights)
-    run_id = gan.log_evaluation(params, args.name, model_file, summary, args.reports)
+    run_id = gan.log_evaluation(params, args.name, model_file, summary, args.reports, dcgan.HEADLINE)
     print(f"evaluate {args.name}: {line}; MLflow run {run_id}")
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `lecture`: the lecture's figures in one folder (hand-made vs learned filter, feature maps)."""
+"""DVC stage `lecture`: the lecture's figures in one folder (hand-made vs learned filter, feature maps,
+learned symmetries)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,19 @@ def main() -> None:
                 f"lecture: feature maps of {name}'s blocks {', '.join(feature_maps.block_outputs(model))} "
                 f"for {len(paths)} test images"
             )
+        if lecture.translation is not None or lecture.rotation is not None:
+            from pipeline.lecture import symmetries
+            from pipeline.training import predict_proba
+
+            def test_of(name: str) -> tuple:
+                model = keras.saving.load_model(_model_file(args.models, name))
+                x, y = load_split(args.prepared / params.model(name).dataset, "test")
+                return (lambda images: predict_proba(model, images)), x, y, params.model(name).shifts
+
+            s = symmetries.experiments(lecture.translation, lecture.rotation, test_of, tmp)
+            for part, what in (("translation", "drop_ratio"), ("rotation", "gain")):
+                if s[part] is not None:
+                    print(f"lecture: learned {part}: {what} {s[part][what]:.3f} (target {s[part]['target']})")
     print(f"lecture: figures in {args.out}")
 
 

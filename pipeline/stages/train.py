@@ -10,6 +10,9 @@ def main() -> None:
     args = parser(__doc__, "models", "data", "train", "out", "reports", "checkpoints", "weights").parse_args()
     params = load_checked()
     params.model(args.name)
+    from pipeline import tracking
+
+    tracking.check_server(params.tracking)  # before any work: one line if the store does not answer
     start(params)
 
     from pipeline.tasks import model

@@ -42,14 +42,16 @@ def fit_two_phases(
     epoch_logger: tracking.EpochLogger,
     best: training.BestAndResume,
     start: int = 0,
-    jit: bool = False,
+    jit: bool | str = False,
     verbose: int = 0,
     scope: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    precise_bn: keras.callbacks.Callback | None = None,
 ) -> dict[str, list[float]]:
     """Fit both phases from epoch `start` (0, or the epoch after a resumed checkpoint).
 
     Returns the history columns with a `phase` entry per epoch. `scope` is the distribution scope
-    to compile in.
+    to compile in; `precise_bn` (training.PreciseBatchNorm) re-estimates the trainable BatchNorm
+    layers' statistics after each epoch's steps.
     """
     pretrained = p.weights is not None
     tags = {"phase2_first_epoch": str(p.epochs + 1)}
@@ -59,7 +61,7 @@ def fit_two_phases(
             with scope():
                 training.compile_model(model, p, num_classes, len(train_data), jit)
         tags["phase1_trainable_params"] = str(_trainable(model))
-        fit_phase(model, train_data, val_data, epoch_logger, best, 1, start, p.epochs, verbose)
+        fit_phase(model, train_data, val_data, epoch_logger, best, 1, start, p.epochs, verbose, precise_bn)
     if p.fine_tune_epochs:
         if start <= p.epochs:
             if start == p.epochs and best.checkpoints.best.is_file():
@@ -72,7 +74,9 @@ def fit_two_phases(
                 training.compile_model(model, p2, num_classes, len(train_data), jit)
         tags["phase2_trainable_params"] = str(_trainable(model))
         end = p.epochs + p.fine_tune_epochs
-        fit_phase(model, train_data, val_data, epoch_logger, best, 2, max(start, p.epochs), end, verbose)
+        fit_phase(
+            model, train_data, val_data, epoch_logger, best, 2, max(start, p.epochs), end, verbose, precise_bn
+        )
     tracking.set_tags(tags)
     history = best.history_columns()
     history["phase"] = [1.0 if i < p.epochs else 2.0 for i in range(len(history["val_loss"]))]
@@ -89,6 +93,7 @@ def fit_phase(
     start: int,
     end: int,
     verbose: int = 0,
+    precise_bn: keras.callbacks.Callback | None = None,
 ) -> None:
     """Fit the compiled model from epoch `start` to `end`, logging each epoch with its phase."""
 
@@ -101,7 +106,11 @@ def fit_phase(
         initial_epoch=start,
         epochs=end,
         # Log the epoch before checkpointing it, as the plain train stage does.
-        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=log), best],
+        callbacks=[
+            *([precise_bn] if precise_bn else []),
+            keras.callbacks.LambdaCallback(on_epoch_end=log),
+            best,
+        ],
         verbose=verbose,
     )
 

@@ -1,0 +1,43 @@
+"""A tiny end-to-end pipeline on `runtime.backend: jax`: every stage kind (prepare, augment, train and
+evaluate of a classifier and of the U-Net, lecture, report, dcgan_train/evaluate, cyclegan_train/
+evaluate) runs under `dvc repro` in a temporary repository, jit-compiled (`jit_compile: auto`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import yaml
+
+from pipeline.tools import sandbox
+from tests.conftest import BIN, only, project_params, run, tiny
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("filter_net", "cnn", "unet", "dcgan", "cyclegan")
+
+
+def test_every_stage_kind_runs_on_jax(tmp_path):
+    params = only(tiny(project_params()), *MODELS)
+    params["runtime"]["backend"] = "jax"
+    assert params["runtime"]["jit_compile"] == "auto"
+    params["lecture"].update(feature_images=2, feature_channels=4)
+    repo = sandbox.make_repo(tmp_path / "repo", params)
+    out = run([str(BIN / "dvc"), "repro"], repo, JAX_PLATFORMS="cpu").stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    kinds = {s.partition("@")[0] for s in ran}
+    assert {"prepare", "augment", "train", "evaluate", "lecture", "report"} <= kinds
+    assert {"dcgan_train", "dcgan_evaluate", "cyclegan_train", "cyclegan_evaluate"} <= kinds
+    assert {f"train@{m}" for m in ("filter_net", "cnn", "unet")} <= ran
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    outs = {o["path"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
+    assert all((repo / p).exists() for p in outs), [p for p in outs if not (repo / p).exists()]
+    for model, key in (("cnn", "accuracy"), ("unet", "mean_iou")):
+        value = json.loads((repo / f"reports/models/{model}/metrics.json").read_text())[key]
+        assert 0.0 <= value <= 1.0
+    for gan in ("dcgan", "cyclegan"):
+        metrics = json.loads((repo / f"reports/{gan}/metrics.json").read_text())
+        assert metrics and all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+    assert "train dcgan: FID" in out and "train cyclegan: FID" in out
