@@ -121,8 +121,8 @@ def test_shapes_command_prints_every_layer(tmp_path, monkeypatch, capsys):
     """`python -m pipeline.lecture.layer_table <model>` before its dataset is prepared: shape from params."""
     from conftest import project_params
 
-    from pipeline import shapes
     from pipeline.errors import run_cli
+    from pipeline.lecture import layer_table as shapes
 
     params = project_params()
     params["datasets"]["shapes"]["image_size"] = 32

@@ -61,6 +61,8 @@ def test_dims_in_params():
     ):
         params.parse(raw)
     raw["dcgans"] = {}  # the DCGAN judges its samples with the shapes cnn moved away here
+    raw["lecture"]["translation"] = None  # so does the translation experiment (cnn against mlp)
+    raw["sweeps"] = {}  # and the search over the cnn's keys
     raw["models"]["cnn"]["dataset"] = "motion_frame"  # one frame of each video: an image
     assert params.parse(raw).model("cnn").dims == 2
     raw["models"]["filter_net"]["dataset"] = "spectra"

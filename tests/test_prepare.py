@@ -52,7 +52,8 @@ def test_prepare_shapes_writes_arrays_and_manifest(tmp_path):
     out = tmp_path / "shapes"
     manifest = prepare("shapes", shapes_ds(val_fraction=0.2, test_fraction=0.2), 5, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["manifest.json"] + [f"{s}_{a}.npy" for s in SPLITS for a in "xy"]
+        # x, y, and for the shapes source where each figure is drawn (Grad-CAM's pointing measure)
+        ["manifest.json"] + [f"{s}_{a}.npy" for s in SPLITS for a in ("x", "y", "figure")]
     )
     assert manifest["classes"] == ["angle", "line", "ring"]
     assert manifest["shape"] == [16, 16, 1] and manifest["skipped"] == []

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import random
-from concurrent.futures import ProcessPoolExecutor
+import shutil
+import weakref
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -130,19 +133,28 @@ def _fill(rows: tuple[int, int]) -> int:
     for j, r in enumerate(range(lo, hi)):
         copy, i = divmod(r, n)
         # Each image's draws come from (seed, copy, image) alone, so the bytes do not depend on the
-        # number of workers or the chunking. One generator shared by all transforms: see build_compose.
+        # number of workers or the chunking.
         image_seed = int(_copy_seeds(seed, copy, n)[i])
-        compose.set_random_state(np.random.Generator(np.random.PCG64(image_seed)), random.Random(image_seed))
-        image = np.asarray(x[i])
-        if not y:
-            out[0][j] = _keep_channels(_transform(compose, image), image, dataset)
-        else:
-            res = compose(image=image, mask=np.asarray(y[0][i]))
-            out[0][j] = _keep_channels(res["image"], image, dataset)
-            out[1][j] = res["mask"].reshape(y[0][i].shape)
+        mask = np.asarray(y[0][i]) if y else None
+        image, mask = _draw(compose, dataset, image_seed, np.asarray(x[i]), mask)
+        out[0][j] = image
+        if y:
+            out[1][j] = mask
     for fd, array, block in zip(_state["fds"], _state["arrays"], out, strict=True):
         _write_rows(fd, array, n + lo, block)
     return hi - lo
+
+
+def _draw(
+    compose: A.Compose, dataset: str, image_seed: int, image: np.ndarray, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One augmented image (and its mask, moved alike), its draws from `image_seed` alone."""
+    # One generator shared by all transforms: see build_compose.
+    compose.set_random_state(np.random.Generator(np.random.PCG64(image_seed)), random.Random(image_seed))
+    if mask is None:
+        return _keep_channels(_transform(compose, image), image, dataset), None
+    res = compose(image=image, mask=mask)
+    return _keep_channels(res["image"], image, dataset), res["mask"].reshape(mask.shape)
 
 
 def _copy_seeds(seed: int, copy: int, n: int) -> np.ndarray:
@@ -243,3 +255,144 @@ def augment_split(
     y = np.tile(np.asarray(labels), 1 + spec.copies)
     np.save(y_path, y)
     return np.load(x_path, mmap_mode="r"), y
+
+
+# Online mode: the augment stage writes the training split as prepared and this recipe beside it;
+# the train stage draws fresh views every epoch (OnlineAugment). The train stage keeps one input
+# folder for both modes, and DVC stores the unchanged split once (same bytes, same cache entry).
+ONLINE_FILE = "online.json"
+
+
+def write_online(spec: Augment, dataset: str, seed: int, data: Path, out_dir: Path, masks: bool) -> None:
+    """Online mode's output: data's train_x/train_y byte for byte (no copies) and online.json."""
+    validate(spec, dataset)
+    for name in ("train_x.npy", "train_y.npy"):
+        shutil.copyfile(Path(data) / name, Path(out_dir) / name)
+    recipe = {"dataset": dataset, "seed": seed, "masks": masks, "augment": spec.model_dump()}
+    (Path(out_dir) / ONLINE_FILE).write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+
+
+def online_for(train: Path, workers: int) -> OnlineAugment | None:
+    """The online augmentation an augment stage's output folder asks for; None when offline."""
+    path = Path(train) / ONLINE_FILE
+    if not path.is_file():
+        return None
+    recipe = json.loads(path.read_text())
+    spec = Augment.model_validate(recipe["augment"])
+    paths = [Path(train) / "train_x.npy"] + ([Path(train) / "train_y.npy"] if recipe["masks"] else [])
+    return OnlineAugment(spec, recipe["dataset"], recipe["seed"], paths, workers)
+
+
+class _Views:
+    """Draws training rows of one epoch: row r is view r // n of image r % n (view 0: the original)."""
+
+    def __init__(self, spec: Augment, dataset: str, seed: int, arrays: list[np.ndarray]):
+        self.compose = build_compose(spec, dataset, seed)
+        self.dataset, self.seed, self.arrays = dataset, seed, arrays
+        self._seeds: dict[tuple[int, int], np.ndarray] = {}
+
+    def rows(self, epoch: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        x, *m = self.arrays
+        n = len(x)
+        images = np.asarray(x[rows % n])
+        masks = np.asarray(m[0][rows % n]) if m else None
+        for j, r in enumerate(rows):
+            view, i = divmod(int(r), n)
+            if view:
+                # (seed, epoch, view, image) alone: not the worker, the batch or what was drawn before.
+                image_seed = int(self.seeds(epoch, view, n)[i])
+                mask = None if masks is None else masks[j]
+                images[j], mask = _draw(self.compose, self.dataset, image_seed, images[j], mask)
+                if masks is not None:
+                    masks[j] = mask
+        return images, masks
+
+    def seeds(self, epoch: int, view: int, n: int) -> np.ndarray:
+        if (epoch, view) not in self._seeds:
+            self._seeds = {k: v for k, v in self._seeds.items() if k[0] == epoch}  # only this epoch's
+            sequence = np.random.SeedSequence([self.seed, epoch, view])
+            self._seeds[epoch, view] = sequence.generate_state(n, np.uint64)
+        return self._seeds[epoch, view]
+
+
+_views: _Views | None = None  # a pool worker's own, made by _init_views
+
+
+def _init_views(spec: Augment, dataset: str, seed: int, paths: list[Path]) -> None:
+    import cv2
+
+    global _views
+    cv2.setNumThreads(1)  # the workers and TensorFlow already share the cores
+    _views = _Views(spec, dataset, seed, [np.load(p, mmap_mode="r") for p in paths])
+
+
+def _draw_rows(epoch: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    return _views.rows(epoch, rows)
+
+
+class OnlineAugment:
+    """Fresh augmented views for the train stage: each epoch reads the n training images and `copies`
+    views of each (pipeline.training.ArrayBatches asks for `rows` rows, in its seeded order).
+
+    Every view depends on (seed, epoch, view, image) alone, so a rerun is byte-identical whatever the
+    workers, and a resumed training (ArrayBatches.start_at) sees the views it would have seen. With
+    workers > 1, processes draw the next batches while the current one trains.
+    """
+
+    def __init__(self, spec: Augment, dataset: str, seed: int, paths: list[Path], workers: int):
+        arrays = [np.load(p, mmap_mode="r") for p in paths]
+        self.masks = len(arrays) > 1
+        self.rows = len(arrays[0]) * (1 + spec.copies)
+        self.ahead = 4 * workers if workers > 1 else 0  # batches in flight: hide a busy core's latency
+        self._futures: dict[tuple[int, bytes], Future] = {}
+        self._pool = None
+        self._local = None
+        if workers > 1:
+            import multiprocessing
+
+            # forkserver: the workers do not inherit TensorFlow's threads (a fork would); its server
+            # imports albumentations once for all of them.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                initializer=_init_views,
+                initargs=(spec, dataset, seed, paths),
+            )
+            self._closer = weakref.finalize(self, self._pool.shutdown, wait=True, cancel_futures=True)
+        else:
+            self._local = _Views(spec, dataset, seed, arrays)
+
+    def batch(
+        self, epoch: int, rows: np.ndarray, next_rows: list[np.ndarray] = ()
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Images (and masks) of `rows` in `epoch`; `next_rows` are the batches that come next."""
+        if self._pool is None:
+            return self._local.rows(epoch, rows)
+        for ahead in next_rows[: self.ahead]:
+            key = (epoch, ahead.tobytes())
+            if key not in self._futures:
+                self._futures[key] = self._pool.submit(_draw_rows, epoch, ahead)
+        future = self._futures.pop((epoch, rows.tobytes()), None)
+        if future is None:
+            future = self._pool.submit(_draw_rows, epoch, rows)
+        # Batches of an epoch that is over were asked for ahead and will not be: drop them.
+        for key in [k for k in self._futures if k[0] != epoch]:
+            self._futures.pop(key).cancel()
+        return future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._closer()
+
+
+def online_preview(
+    spec: Augment, dataset: str, seed: int, x: np.ndarray, y: np.ndarray | None, n: int, epochs: int
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The first n training images, then view 1 of each as the train stage draws it in each of `epochs`."""
+    views = _Views(spec, dataset, seed, [x] if y is None else [x, y])
+    first = np.arange(n) + len(x) * min(1, spec.copies)
+    return [(np.asarray(x[:n]), None if y is None else np.asarray(y[:n]))] + [
+        views.rows(epoch, first) for epoch in range(epochs if spec.copies else 0)
+    ]

@@ -64,4 +64,10 @@ def only(params: dict, *models: str) -> dict:
     for key in ("filter_model", "feature_model"):
         if p.get("lecture", {}).get(key) not in p["models"]:
             p.setdefault("lecture", {})[key] = None
+    for key in ("translation", "rotation"):  # experiments comparing models: off unless all are kept
+        exp = p.get("lecture", {}).get(key)
+        if exp and any(v not in p["models"] for k, v in exp.items() if k != "angles"):
+            p["lecture"][key] = None
+    if "sweeps" in p:  # searches over dropped models go with them
+        p["sweeps"] = {n: s for n, s in p["sweeps"].items() if s["model"] in p["models"]}
     return p
