@@ -122,7 +122,7 @@ def check_server(tracking: Tracking) -> None:
     status, reason = probe(uri, tracking.experiment)
     if status is None:
         raise UserError(
-            f"{where}: cannot reach the MLflow server at {uri} ({reason}); start it, or set {where} "
+            f"{where}: cannot reach the MLflow server at {uri} ({reason}); start it, or set tracking.uri "
             "to a running server"
         )
     if status == 401:
@@ -216,8 +216,27 @@ def use_experiment(tracking: Tracking) -> str:
             tracking.experiment, artifact_location=location, tags={KIND_TAG: KIND}
         )
     except mlflow.exceptions.MlflowException:
-        # Another process (a parallel queued experiment) created it first.
-        return client.get_experiment_by_name(tracking.experiment).experiment_id
+        # Another process (a parallel queued experiment, a teammate's training) created it first.
+        return _created_meanwhile(client, tracking.experiment)
+
+
+def _created_meanwhile(client: MlflowClient, name: str, seconds: float = 10) -> str:
+    """The id of an experiment another process has just created. A server with access control grants
+    the creator's permission a moment after the experiment appears: until then, reading it is refused
+    (seen with eight trainings starting at once as one user)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            exp = client.get_experiment_by_name(name)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED" or time.monotonic() > deadline:
+                raise
+            exp = None
+        if exp is not None:
+            return exp.experiment_id
+        if time.monotonic() > deadline:
+            raise mlflow.exceptions.MlflowException(f"experiment {name}: neither created nor found")
+        time.sleep(0.25)
 
 
 def flatten(prefix: str, data: Any) -> dict[str, str]:

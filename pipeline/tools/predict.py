@@ -3,6 +3,13 @@
     python -m pipeline.tools.predict --model data/models/cnn/model.keras \\
         --classes-from data/prepared/shapes \\
         [--out predictions.csv] [--resize stretch|pad|crop] IMAGES_OR_FOLDERS...
+    python -m pipeline.tools.predict --model "models:/convpipe-cnn@champion" IMAGES_OR_FOLDERS...
+
+--model is a .keras file or an MLflow model URI (models:/<name>@<alias>, models:/<name>/<version>,
+runs:/<run id>/model), fetched from the tracking store that params.yaml's tracking.uri names (else
+MLFLOW_TRACKING_URI, else the local mlflow.db; --tracking-uri overrides), with the credentials of
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD. A registered model carries its class names, so
+--classes-from is needed only with a file.
 
 Images are read by the folder source's own code (`pipeline.data.folder.read_image`) at the model's
 input size and channels, so a picture is seen exactly as training images were. Class names come
@@ -13,10 +20,12 @@ for each class; without --out it goes to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,30 +99,119 @@ def input_geometry(model, path: Path) -> tuple[int, int]:
     return int(shape[1]), int(shape[3])
 
 
+MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+def is_model_uri(model: str | Path) -> bool:
+    return str(model).startswith(MODEL_URI_SCHEMES)
+
+
+def store_uri(explicit: str | None = None) -> str:
+    """The tracking store models:/ URIs are looked up in: as the stages' (params.yaml's tracking.uri,
+    else MLFLOW_TRACKING_URI, else the local mlflow.db), or `explicit`."""
+    if explicit:
+        return explicit
+    import yaml
+
+    from pipeline.params import Tracking
+    from pipeline.tracking import tracking_uri
+
+    uri = None
+    with contextlib.suppress(
+        OSError, yaml.YAMLError, AttributeError
+    ):  # no project here: the environment decides
+        uri = ((yaml.safe_load(Path("params.yaml").read_text()) or {}).get("tracking") or {}).get("uri")
+    return tracking_uri(Tracking(uri=uri, experiment="convpipe"))
+
+
+def fetch_model(uri: str, dest: Path, tracking: str | None = None) -> tuple[Path, dict]:
+    """The .keras file of the MLflow model at `uri`, downloaded under `dest`, and its metadata
+    (classes, dataset, task, resize: what the train stage logged with it)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from pipeline import tracking as T
+
+    store = store_uri(tracking)
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except MlflowException as exc:
+        if store.startswith(("http://", "https://")):
+            status, reason = T.probe(store, "-")
+            if status is None:
+                raise UserError(f"{uri}: cannot reach the MLflow server at {store} ({reason})") from None
+            if status == 401:
+                raise UserError(
+                    f"{uri}: the MLflow server at {store} refused the credentials (401): set "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+                ) from None
+        detail = " ".join(str(exc.message if hasattr(exc, "message") else exc).split())[:200]
+        raise UserError(f"{uri}: not found in the tracking store {store}: {detail}") from None
+    files = sorted(local.rglob("*.keras"))
+    if not (local / "MLmodel").is_file() or not files:
+        raise UserError(f"{uri}: not a Keras model logged by convpipe (no MLmodel and .keras file in it)")
+    return files[0], dict(Model.load(local / "MLmodel").metadata or {})
+
+
 def predict(
-    model_path: Path,
-    classes_from: Path,
+    model_path: Path | str,
+    classes_from: Path | None,
     inputs: Sequence[Path],
     out: Path | None = None,
     resize: str | None = None,
     batch_size: int = BATCH,
     progress: bool = True,
+    tracking: str | None = None,
 ) -> int:
-    """Write the CSV to `out` (or stdout); returns the number of images. Nothing is written on an error."""
+    """Write the CSV to `out` (or stdout); returns the number of images. Nothing is written on an error.
+
+    `model_path`: a .keras file, or an MLflow model URI (looked up in `tracking`, see store_uri)."""
+    if is_model_uri(model_path):
+        with tempfile.TemporaryDirectory(prefix="convpipe-predict-") as tmp:
+            model_file, info = fetch_model(str(model_path), Path(tmp), tracking)
+            return _predict(
+                model_file, str(model_path), info, classes_from, inputs, out, resize, batch_size, progress
+            )
     check_model_file(Path(model_path))
+    return _predict(
+        Path(model_path), str(model_path), {}, classes_from, inputs, out, resize, batch_size, progress
+    )
+
+
+def _predict(
+    model_path: Path,
+    shown: str,
+    info: dict,
+    classes_from: Path | None,
+    inputs: Sequence[Path],
+    out: Path | None,
+    resize: str | None,
+    batch_size: int,
+    progress: bool,
+) -> int:
     files = find_images(inputs)
-    manifest = read_manifest(classes_from)
-    classes = list(manifest["classes"])
-    resize = resize or manifest.get("params", {}).get("resize", "stretch")
+    if classes_from is not None:
+        manifest = read_manifest(classes_from)
+        classes = list(manifest["classes"])
+        resize = resize or manifest.get("params", {}).get("resize", "stretch")
+    elif info.get("classes"):
+        classes = list(info["classes"])
+        resize = resize or info.get("resize") or "stretch"
+    else:
+        raise UserError(f"--classes-from: needed for {shown}, which carries no class names")
     if resize not in RESIZE_POLICIES:
         raise UserError(f"--resize {resize}: valid: {', '.join(RESIZE_POLICIES)}")
     model = load_model(model_path)
-    size, channels = input_geometry(model, Path(model_path))
+    size, channels = input_geometry(model, Path(shown))
     units = model.output_shape[-1]
     predicted = 2 if units == 1 else units  # one sigmoid unit stands for two classes
     if predicted != len(classes):
+        where = classes_from if classes_from is not None else f"{shown} (its metadata)"
         raise UserError(
-            f"{classes_from}: {len(classes)} classes, but {model_path} predicts {predicted}; "
+            f"{where}: {len(classes)} classes, but {shown} predicts {predicted}; "
             f"give the prepared dataset the model was trained on"
         )
     from pipeline.training import predict_proba
@@ -152,10 +250,17 @@ def _read(path: Path, size: int, channels: int, resize: str) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", type=Path, required=True, help="saved model, e.g. data/models/cnn/model.keras")
     ap.add_argument(
-        "--classes-from", type=Path, required=True, help="prepared dataset folder holding manifest.json"
+        "--model",
+        required=True,
+        help="saved model (data/models/cnn/model.keras) or MLflow model URI (models:/convpipe-cnn@champion)",
     )
+    ap.add_argument(
+        "--classes-from",
+        type=Path,
+        help="prepared dataset folder holding manifest.json (default for a models:/ URI: its class names)",
+    )
+    ap.add_argument("--tracking-uri", help="tracking store of a models:/ URI (default: as the stages')")
     ap.add_argument("--out", type=Path, help="CSV to write (default: stdout)")
     ap.add_argument(
         "--resize",
@@ -164,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ap.add_argument("inputs", nargs="+", type=Path, metavar="IMAGES_OR_FOLDERS")
     args = ap.parse_args(argv)
-    n = predict(args.model, args.classes_from, args.inputs, args.out, args.resize)
+    model = args.model if is_model_uri(args.model) else Path(args.model)
+    n = predict(model, args.classes_from, args.inputs, args.out, args.resize, tracking=args.tracking_uri)
     where = args.out if args.out else "stdout"
     print(f"predict: {n} image(s) -> {where}", file=sys.stderr if args.out is None else sys.stdout)
 
