@@ -463,40 +463,31 @@ def log_evaluation(
     reports: list[Path],
     champion_metric: str | None = None,
 ) -> str:
-    """_log_evaluation, a lost tracking server ending it in one line."""
-    then = "once it is back, `dvc repro` runs this evaluation again"
-    with server_errors(tracking, f"the evaluation of {name}", then):
-        return _log_evaluation(tracking, name, model_file, metrics, reports, champion_metric)
-
-
-def _log_evaluation(
-    tracking: Tracking,
-    name: str,
-    model_file: Path,
-    metrics: Mapping[str, Any],
-    reports: list[Path],
-    champion_metric: str | None = None,
-) -> str:
     """Test metrics and report files into the run that trained this very model file (a model's or a
-    GAN's): the one place an evaluation is logged. Numbers only (None, flags and text are left out).
+    GAN's): the one place an evaluation is logged. Numbers only (None, flags and text are left out);
+    a lost tracking server ends it in one line.
 
     With `champion_metric`, the model becomes a new registered version, and the champion if it scores
     higher than the current one. Returns the run id.
     """
-    run_id = find_training_run(tracking, name, model_file)
-    if run_id is None:
-        print(f"evaluate {name}: its training run is not in the tracking store; logging a new run")
-        run_id = new_run(tracking, name, {"model": name, "note": "training run not found"})
-    figures = {k: v for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
-    log_metrics(run_id, figures)
-    log_artifacts(run_id, reports)
-    log_artifacts(run_id, [Path("params.yaml"), Path("dvc.lock")], "pipeline")
-    if champion_metric is not None and figures.get(champion_metric) is not None:
-        registered = register_model(tracking, run_id, name, champion_metric, figures[champion_metric])
-        if registered:
-            new, champion = registered
-            print(f"evaluate {name}: registered as version {new}; champion is version {champion}")
-    return run_id
+    then = "once it is back, `dvc repro` runs this evaluation again"
+    with server_errors(tracking, f"the evaluation of {name}", then):
+        run_id = find_training_run(tracking, name, model_file)
+        if run_id is None:
+            print(f"evaluate {name}: its training run is not in the tracking store; logging a new run")
+            run_id = new_run(tracking, name, {"model": name, "note": "training run not found"})
+        figures = {
+            k: v for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
+        }
+        log_metrics(run_id, figures)
+        log_artifacts(run_id, reports)
+        log_artifacts(run_id, [Path("params.yaml"), Path("dvc.lock")], "pipeline")
+        if champion_metric is not None and figures.get(champion_metric) is not None:
+            registered = register_model(tracking, run_id, name, champion_metric, figures[champion_metric])
+            if registered:
+                new, champion = registered
+                print(f"evaluate {name}: registered as version {new}; champion is version {champion}")
+        return run_id
 
 
 def find_training_run(tracking: Tracking, model_name: str, model_file: Path) -> str | None:

@@ -29,6 +29,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras
 
 import numpy as np
 
+from pipeline.bench.epoch_timer import EpochTimer
+
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("tensorflow", "mlflow", "dvc")  # what the GPU machines lack; the training path must not need it
 # The modules of the training path this benchmark uses (tests check that importing them imports no FORBIDDEN).
@@ -60,31 +62,6 @@ class Absent(importlib.abc.MetaPathFinder):
         if name.partition(".")[0] in FORBIDDEN:
             raise ModuleNotFoundError(f"No module named {name!r} (absent on the GPU machines)", name=name)
         return None
-
-
-class EpochTimer:
-    """Seconds of each epoch, registered last so the other callbacks' work counts."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._last = 0.0
-
-    def callback(self):
-        import keras
-
-        def begin(logs=None):
-            self._last = time.perf_counter()
-
-        def end(epoch, logs=None):
-            now = time.perf_counter()
-            self.seconds.append(now - self._last)
-            self._last = now
-
-        return keras.callbacks.LambdaCallback(on_train_begin=begin, on_epoch_end=end)
-
-    def images_per_second(self, images: int) -> float:
-        steady = self.seconds[1:] or self.seconds
-        return images / float(np.median(steady))
 
 
 def _digest(weights: list) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline import params as params_module
 from pipeline.bench.common import ROOT
-from pipeline.bench.train_worker import EpochTimer
+from pipeline.bench.epoch_timer import EpochTimer
 
 
 def main() -> None:

@@ -10,38 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import params as params_module
 from pipeline.bench.common import ROOT
-
-
-class EpochTimer:
-    """Seconds of each epoch, end to end: registered last, so other callbacks' work is included."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._last = 0.0
-
-    def callback(self):
-        import keras
-
-        def begin(logs=None):
-            self._last = time.perf_counter()
-
-        def end(epoch, logs=None):
-            now = time.perf_counter()
-            self.seconds.append(now - self._last)
-            self._last = now
-
-        return keras.callbacks.LambdaCallback(on_train_begin=begin, on_epoch_end=end)
-
-    def images_per_second(self, images: int) -> float:
-        steady = self.seconds[1:] or self.seconds
-        return images / float(np.median(steady))
+from pipeline.bench.epoch_timer import EpochTimer
 
 
 def main() -> None:
