@@ -17,7 +17,34 @@ import numpy as np
 from pipeline.params import TrainParams
 
 
-class ArrayBatches(keras.utils.PyDataset):
+class EpochBatches(keras.utils.PyDataset):
+    """A PyDataset whose batches depend on the epoch only (seeded per epoch), never on how many epochs
+    this object has seen: a resumed training draws exactly the batches it would have drawn.
+
+    Keras calls on_epoch_end also when it resets an iterator, at the start of every fit (after
+    reading two batches for their shapes), so the epoch is counted at on_epoch_begin: the first
+    epoch a fit begins is `start_at`'s (0 for a new object), the next fit's continues the count.
+    """
+
+    def __init__(self):
+        super().__init__()  # batches are read in the training loop's thread (see ArrayBatches)
+        self.epoch = self._next = 0
+
+    def reorder(self) -> None:
+        """Draw the order of self.epoch."""
+        raise NotImplementedError
+
+    def on_epoch_begin(self) -> None:
+        self.epoch, self._next = self._next, self._next + 1
+        self.reorder()
+
+    def start_at(self, epoch: int) -> None:
+        """Begin the next epoch as `epoch`: a resumed training sees the batches it would have seen."""
+        self.epoch = self._next = epoch
+        self.reorder()
+
+
+class ArrayBatches(EpochBatches):
     """Batches from (memory-mapped) arrays, shuffled per epoch with a seeded order; y=None for predict.
 
     Only the rows of one batch are read at a time, so data larger than memory trains too. Batches
@@ -46,13 +73,13 @@ class ArrayBatches(keras.utils.PyDataset):
         # past len(x) (fresh views of the images) for each epoch; None: the rows of x as they are.
         self.augment, self.sparse = augment, sparse
         self.rows = len(x) if augment is None else augment.rows
-        self.epoch = 0
-        self.order = self._order()
+        self.reorder()
 
-    def _order(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.rows)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.rows)
+    def reorder(self) -> None:
+        shuffled = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.rows) if self.shuffle else None
+        )
+        self.order = np.arange(self.rows) if shuffled is None else shuffled
 
     def __len__(self) -> int:
         return math.ceil(self.rows / self.batch_size)
@@ -70,14 +97,6 @@ class ArrayBatches(keras.utils.PyDataset):
         if self.y is None:
             return np.asarray(self.x[idx])
         return np.asarray(self.x[idx]), np.asarray(self.y[idx])
-
-    def on_epoch_end(self) -> None:
-        self.start_at(self.epoch + 1)
-
-    def start_at(self, epoch: int) -> None:
-        """Continue with the order of `epoch`, so a resumed training sees the batches it would have."""
-        self.epoch = epoch
-        self.order = self._order()
 
 
 def encode_labels(y: np.ndarray, num_classes: int) -> np.ndarray:

@@ -48,6 +48,7 @@ def epochs_of(batches: ArrayBatches, epochs: int) -> list[list[tuple[np.ndarray,
     """Every batch of `epochs` epochs, as a training loop reads them."""
     seen = []
     for _ in range(epochs):
+        batches.on_epoch_begin()
         seen.append([batches[i] for i in range(len(batches))])
         batches.on_epoch_end()
     return seen

@@ -50,13 +50,58 @@ def test_shuffle_is_seeded_per_epoch_and_covers_every_row_once():
     first = epoch_rows(a)
     assert first == epoch_rows(b)
     assert sorted(first) == list(range(23)) and first != list(range(23))
+    a.on_epoch_begin()  # epoch 0
     a.on_epoch_end()
+    a.on_epoch_begin()  # epoch 1
     second = epoch_rows(a)
     assert sorted(second) == list(range(23)) and second != first
-    b.on_epoch_end()
+    b.start_at(1)
     assert epoch_rows(b) == second
     c = training.ArrayBatches(x, y, 5, shuffle=True, seed=10, num_classes=3)
     assert epoch_rows(c) != first
+
+
+def test_fit_trains_each_epoch_on_its_own_order_and_a_resumed_fit_on_the_same():
+    """Keras calls on_epoch_end before a fit's first epoch too (resetting its iterator after reading
+    two batches for their shapes): epochs are counted where they begin, so epoch k of any fit,
+    uninterrupted or resumed with start_at(k), trains on the order of epoch k."""
+    x, y = indexed(24)
+
+    class Recorded(training.ArrayBatches):
+        def __init__(self):
+            super().__init__(x, y, 8, shuffle=True, seed=4, num_classes=3)
+            self.seen, self.training = {}, False
+
+        def on_epoch_begin(self):
+            super().on_epoch_begin()
+            self.training = True
+
+        def on_epoch_end(self):
+            self.training = False
+
+        def __getitem__(self, i):
+            batch = super().__getitem__(i)
+            if self.training:
+                self.seen.setdefault(self.epoch, []).append(sorted(int(r) for r in batch[0][:, 0, 0, 0]))
+            return batch
+
+    def model():
+        net = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+        net.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
+        return net
+
+    straight = Recorded()
+    model().fit(straight, epochs=3, verbose=0)
+    expected = {}
+    for e in range(3):  # the batches of epoch e, drawn by a fresh object
+        fresh = training.ArrayBatches(x, y, 8, shuffle=True, seed=4, num_classes=3)
+        fresh.start_at(e)
+        expected[e] = sorted(sorted(int(r) for r in fresh.order[i : i + 8]) for i in range(0, 24, 8))
+    assert {e: sorted(b) for e, b in straight.seen.items()} == expected
+    resumed = Recorded()
+    resumed.start_at(2)
+    model().fit(resumed, epochs=3, initial_epoch=2, verbose=0)
+    assert sorted(resumed.seen[2]) == sorted(straight.seen[2]) and set(resumed.seen) == {2}
 
 
 def test_batches_read_memory_mapped_arrays(tmp_path):

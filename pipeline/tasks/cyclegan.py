@@ -15,22 +15,22 @@ from pipeline.models import cyclegan as nets
 from pipeline.models.gan import to_model_range, to_pixels
 from pipeline.params import CycleganParams, Params
 from pipeline.tasks.gan import GanSetup, train_and_test
+from pipeline.training import EpochBatches
 
 # metrics.json's keys (DVC metrics, a `dvc exp show` column each); the rest go to details.json.
 HEADLINE = ("fid_lite0_ab", "fid_lite0_ba", "cycle_error", "test_images")
 
 
-class UnpairedBatches(keras.utils.PyDataset):
+class UnpairedBatches(EpochBatches):
     """(batch of a, batch of b), each drawn from its own seeded permutation per epoch: unpaired."""
 
     def __init__(self, a, b, batch_size: int, seed: int):
-        super().__init__()  # read in the training loop's thread, as training.ArrayBatches
+        super().__init__()
         self.a, self.b, self.batch_size, self.seed = a, b, batch_size, seed
-        self.on_epoch_end_count = 0
-        self._shuffle()
+        self.reorder()
 
-    def _shuffle(self) -> None:
-        rng = np.random.default_rng([self.seed, self.on_epoch_end_count])
+    def reorder(self) -> None:
+        rng = np.random.default_rng([self.seed, self.epoch])
         self.order_a, self.order_b = rng.permutation(len(self.a)), rng.permutation(len(self.b))
 
     def __len__(self) -> int:
@@ -42,10 +42,6 @@ class UnpairedBatches(keras.utils.PyDataset):
         ia = np.sort(self.order_a[rows % len(self.a)])
         ib = np.sort(self.order_b[rows % len(self.b)])
         return np.asarray(self.a[ia]), np.asarray(self.b[ib])
-
-    def on_epoch_end(self) -> None:
-        self.on_epoch_end_count += 1
-        self._shuffle()
 
 
 def translate(generator: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.params import Params
+from pipeline.training import EpochBatches
 
 
 def adam(lr: float, beta_1: float, steps: int) -> keras.optimizers.Optimizer:
@@ -84,7 +85,7 @@ class GanSetup:
     """A GAN ready to train: what `train_gan` needs from its family."""
 
     model: keras.Model  # overrides train_step; compiled by train_gan
-    data: keras.utils.PyDataset
+    data: EpochBatches
     nets: dict[str, keras.Model]  # saved as <name>.keras; the first is the one whose hash finds the run
     measure: Callable[[], dict[str, float]]  # the per-epoch measures (FID, ...)
     grid: Callable[[Path], None]  # draws the sample grid into a PNG
@@ -146,15 +147,6 @@ class GanCheckpoint(keras.callbacks.Callback):
         self.checkpoints.save_with(lambda path: write_checkpoint(self.model, path), ".npz", state, self.flush)
 
 
-def _start_at(data: keras.utils.PyDataset, epoch: int) -> None:
-    """The batches of `epoch`, as an uninterrupted training would draw them."""
-    if hasattr(data, "start_at"):
-        data.start_at(epoch)
-        return
-    for _ in range(epoch):  # each end of epoch draws the next epoch's order
-        data.on_epoch_end()
-
-
 def train_gan(
     params: Params, name: str, setup: GanSetup, out: Path, reports: Path, checkpoints_dir: Path | None = None
 ) -> str:
@@ -180,7 +172,7 @@ def train_gan(
         if state:
             print(f"train {name}: resuming after epoch {state['epoch'] + 1} from {checkpoints_dir}")
             read_checkpoint(model, checkpoints.last)
-            _start_at(setup.data, state["epoch"] + 1)
+            setup.data.start_at(state["epoch"] + 1)
         else:
             checkpoints.clear()
     if params.runtime.verbose:
