@@ -174,3 +174,25 @@ def test_overlay_paints_each_class_and_leaves_the_background():
     colours = {c: tuple(out[0][np.equal(TRUTH, c)][0]) for c in (1, 2, 3)}
     assert len(set(colours.values())) == 3 and all(len(set(v)) > 1 for v in colours.values())
     assert plots.overlay_legend(CLASSES, 0) == "muon red, alpha blue, beta green"
+
+
+def test_a_shifted_frame_is_scored_against_its_mask_moved_the_same_way(tmp_path):
+    """A pixel-exact model (a 1x1 convolution thresholding brightness) scores mean IoU 1 on every
+    shift: the masks must move right and down with their frames."""
+    import keras
+
+    from tests.conftest import entry
+
+    inputs = keras.Input((12, 12, 1))
+    logits = keras.layers.Conv2D(2, 1, activation="softmax", name="oracle")(inputs)
+    model = keras.Model(inputs, logits)
+    model.get_layer("oracle").set_weights([np.array([[[[-1.0, 1.0]]]]), np.array([64.0, -64.0])])
+    y = np.zeros((4, 12, 12), np.uint8)
+    for i in range(4):
+        y[i, 1 + i : 5 + i, 2:7] = 1  # an object away from the edges (edge rows repeat when shifted)
+    x = (y * 255).astype(np.uint8)[..., None]
+    manifest = {"classes": ["background", "object"], "background": "background"}
+    p = entry("models", "unet", shifts=[0, 2, 4], min_component=1)
+    flat, _ = seg.evaluate_model("oracle", p, model, x, y, manifest, tmp_path)
+    assert flat["test_mean_iou"] == 1.0
+    assert [flat[f"test_shift_{s}_mean_iou"] for s in (0, 2, 4)] == [1.0, 1.0, 1.0]

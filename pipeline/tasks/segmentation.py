@@ -291,7 +291,7 @@ def evaluate_model(
         str(s): evaluate(
             predict,
             metrics.shift_images(x, s),
-            metrics.shift_images(y, s),
+            metrics.shift_images(y[..., None], s)[..., 0],  # (N, H, W) masks: moved as their images
             classes,
             background,
             p.min_component,
