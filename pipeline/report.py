@@ -290,7 +290,8 @@ def _how_to_find_runs() -> str:
         f"<code>{_text(tracking.MODEL_HASH_TAG)}</code>, the md5 of the model file it saved. "
         "Its section shows that run's filter: paste it into the search box of the runs of the "
         "experiment that params.yaml's <code>tracking.experiment</code> names. The default store's UI: "
-        f"<code>{_text(DEFAULT_STORE_UI)}</code> in the repository root, then {_text(tracking.DEFAULT_UI)}. "
+        f"<code>{_text(DEFAULT_STORE_UI)}</code> in the repository root, then "
+        f"<code>{_text(tracking.runs_page(tracking.DEFAULT_UI, '<experiment id>'))}</code>. "
         "From Python: <code>mlflow.search_runs(search_all_experiments=True, "
         f'filter_string="{_text(example)}")</code>.</p>'
     )

@@ -661,19 +661,11 @@ def register_model(
 
 
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+# MLflow 3's UI opens an experiment on its GenAI views (traces, judges) unless the page is asked for
+# the classic workflow, whatever the experiment's kind tag says; this query shows the runs table.
+RUNS_VIEW = "?workflowType=machine_learning"
 
 
-def run_page(tracking: Tracking, run_id: str) -> dict[str, str]:
-    """Where a person looks at a run: its MLflow UI page, the command that serves a local store's UI,
-    and for a local store the run's artifact folder (which opens without any server)."""
-    use_experiment(tracking)
-    uri = tracking_uri(tracking)
-    run = MlflowClient().get_run(run_id)
-    served = uri.startswith(("http://", "https://"))
-    ui = uri if served else DEFAULT_UI
-    page = {"ui": f"{ui.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"}
-    if not served:
-        page["serve"] = f"mlflow ui --backend-store-uri {uri}"
-    if run.info.artifact_uri.startswith("file:"):
-        page["artifacts"] = run.info.artifact_uri
-    return page
+def runs_page(ui: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs, where a person ticks runs and presses Compare."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs{RUNS_VIEW}"

@@ -141,20 +141,7 @@ def dvc():
 # Tests that failed in this round's only full-suite run (53 min on a 2-core machine shared with a
 # pipeline run), left for the next round and named in the session note: marked, not skipped, so they
 # still run and report XPASS once they pass. Remove a name when its test is fixed.
-NOT_YET_PASSING = {
-    "tests/test_training.py::test_runtime_setup_seeds_everything_and_asks_for_determinism": "fails after other files in the same worker (passes alone)",  # noqa: E501
-    "tests/test_training.py::test_asking_for_a_gpu_without_one_is_a_user_error": "fails after other files in the same worker (passes alone)",  # noqa: E501
-    "tests/test_conv_arithmetic.py::test_shapes_command_prints_every_layer": "fails after other files in the same worker (passes alone)",  # noqa: E501
-    "tests/test_early_errors.py::test_collapsed_block_only_where_the_map_is_one_pixel": "not yet seen passing",  # noqa: E501
-    "tests/test_e2e_classification.py::test_plain_repro_brings_a_lost_report_page_back_identical": "the check stage reruns too",  # noqa: E501
-    "tests/test_compare_loop.py::test_exp_show_fits_a_terminal_of_160_columns": "dependency-hash columns overflow 160",  # noqa: E501
-    "tests/test_compare_loop.py::test_mlflow_ui_opens_on_the_runs_and_compares_them": "not yet seen passing",
-    "tests/test_trustworthy_numbers.py::test_three_epochs_test_scores_match_training": "20+ min: to be shrunk",  # noqa: E501
-    "tests/test_contract_data.py::test_editing_a_users_images_reruns_only_their_prepare[outside-folder]": "absolute paths",  # noqa: E501
-    "tests/test_contract_data.py::test_editing_a_users_images_reruns_only_their_prepare[outside-seg_folder]": "absolute paths",  # noqa: E501
-    "tests/test_bench.py::test_smoke_benchmarks_report_every_figure": "new rows not yet in its table check",
-    "tests/test_jax_pipeline.py::test_every_stage_kind_runs_on_jax": "not yet seen passing",
-}
+NOT_YET_PASSING = {}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from tests.conftest import only, project_params, tiny
@@ -114,5 +115,12 @@ def test_editing_a_users_images_reruns_only_their_prepare(source, where, tmp_pat
         (images_root / "masks" / "new.png").unlink()
     assert repro() == ["prepare@pets"]  # removed
     assert images_in_manifest() == len(files)
-    lock = (repo / "dvc.lock").read_text()
-    assert f"path: {path}" in lock  # DVC records the folder's hash itself
+    # DVC records the folder's hash itself (a folder outside the repository by its relative path).
+    [dep] = [
+        d
+        for d in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare@pets"]["deps"]
+        if (repo / d["path"]).resolve() == images_root.resolve()
+    ]
+    assert dep["md5"].endswith(".dir") and dep["nfiles"] == len(files) + (
+        len(files) if source == "seg_folder" else 0
+    )

@@ -1,4 +1,4 @@
-"""Scaling out: mirrored training over two devices, the JAX backend end to end, a GPU smoke test."""
+"""Scaling out: mirrored training over two devices, a GPU smoke test (JAX end to end: test_jax_pipeline)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import sys
 import textwrap
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, only, project_params, stage_env, tiny
+from tests.conftest import ROOT, stage_env
 
 MIRRORED = textwrap.dedent(
     """
@@ -67,23 +66,6 @@ def test_mirrored_training_over_two_logical_devices():
         "proba_shape": [32, 3],
         "proba_sums": True,
     }
-
-
-@pytest.mark.slow
-def test_cnn_end_to_end_on_jax(make_repo, dvc):
-    pytest.importorskip("jax", reason="the optional jax extra is not installed")
-    p = tiny(project_params())
-    p["runtime"]["backend"] = "jax"
-    p = only(p, "cnn")
-    repo = make_repo(p)
-    out = dvc(repo, "repro").stdout
-    assert "evaluate cnn: test accuracy" in out
-    metrics = json.loads((repo / "reports/models/cnn/metrics.json").read_text())
-    assert 0.0 <= metrics["accuracy"] <= 1.0
-    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("convpipe").experiment_id])
-    assert run.data.params["runtime.backend"] == "jax"
-    assert "test_accuracy" in run.data.metrics
 
 
 def _gpu_visible() -> bool:

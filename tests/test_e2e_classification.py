@@ -1,5 +1,6 @@
 """End to end on one tiny classification pipeline: `dvc repro` in a temporary git repository, read
-back through DVC, MLflow and Chromium; then what a user does next: rerun, edit, force, push, queue.
+back through DVC, MLflow and Chromium; then what a user does next: rerun, edit, force, push (a queued
+sweep is tests/test_compare_loop.py's).
 
 The repository is built and reproduced once for this module (each `dvc repro` of it means minutes of
 processes importing TensorFlow); every test leaves it as it found it, apart from git commits.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +174,8 @@ def test_plain_repro_brings_a_lost_report_page_back_identical(reproduced):
     page = repo / "reports" / "index.html"
     before = page.read_bytes()
     page.unlink()
+    # A fresh clone has no run cache either; with it, DVC would restore the page instead of rendering it.
+    shutil.rmtree(repo / ".dvc" / "cache" / "runs")
     again = reproduced.dvc("repro")
     assert re.findall(r"Running stage '([^']+)'", again) == ["report"]
     assert page.read_bytes() == before
@@ -217,26 +221,3 @@ def test_remote_carries_outputs_to_a_fresh_clone(reproduced, tmp_path):
     ours = json.loads(reproduced.dvc("metrics", "show", "--json"))
     theirs = json.loads(reproduced.dvc("metrics", "show", "--json", repo=clone))
     assert next(iter(ours.values())) == next(iter(theirs.values()))
-
-
-def test_queued_grid_logs_into_the_main_store(reproduced):
-    """`dvc exp run --queue` runs in temporary workspaces; their runs still land in this repo's store."""
-    reproduced.commit("baseline")
-    client = reproduced.client()
-    experiment = client.get_experiment_by_name("convpipe")
-    before = {r.info.run_id for r in client.search_runs([experiment.experiment_id])}
-
-    reproduced.dvc("exp", "run", "--queue", "-S", "models.cnn.lr=0.001,0.01")
-    reproduced.dvc("exp", "run", "--run-all")
-
-    shown = json.loads(reproduced.dvc("exp", "show", "--json"))
-    exp_names = {
-        e["name"] for baseline in shown for e in (baseline.get("experiments") or []) if e.get("name")
-    }
-    assert len(exp_names) == 2, shown
-    new = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id not in before]
-    assert {r.info.run_name for r in new} == {"cnn"}, "only the edited model trains again"
-    tagged = {r.data.tags.get("dvc_exp_name"): r for r in new}
-    assert set(tagged) == exp_names, "every queued experiment logs one run, tagged with its name"
-    assert {tagged[n].data.params["model.lr"] for n in exp_names} == {"0.001", "0.01"}
-    assert all("test_accuracy" in r.data.metrics for r in tagged.values())

@@ -156,7 +156,8 @@ def test_collapsed_block_only_where_the_map_is_one_pixel():
     assert collapsed_block([32, 32, 1], [16, 32, 64], 1, "same", 2) is None
     assert collapsed_block([32, 32, 1], [8] * 6, 1, "same", 2).startswith("block 6 of 6 (block5_conv) gets")
     assert collapsed_block([32, 32, 1], [8] * 6, 1, "valid", 2) is None
-    assert collapsed_block([32, 32, 1], [8] * 3, 2, "same", 2).startswith("block 3 of 3")  # 32 -> 8 -> 1
+    assert collapsed_block([32, 32, 1], [8] * 3, 2, "same", 2) is None  # 32 -> 8 -> 2: block 3 sees 2x2
+    assert collapsed_block([16, 16, 1], [8] * 3, 2, "same", 2).startswith("block 3 of 3")  # 16 -> 4 -> 1
     assert "length-1 map" in collapsed_block([16, 1], [8] * 6, 1, "same", 2)
 
 

@@ -10,6 +10,7 @@ import re
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from pipeline.tools import sandbox
 from tests.conftest import BIN, only, project_params, run, tiny
@@ -38,6 +39,12 @@ def test_every_stage_kind_runs_on_jax(tmp_path):
         value = json.loads((repo / f"reports/models/{model}/metrics.json").read_text())[key]
         assert 0.0 <= value <= 1.0
     for gan in ("dcgan", "cyclegan"):
-        metrics = json.loads((repo / f"reports/{gan}/metrics.json").read_text())
+        metrics = json.loads((repo / f"reports/models/{gan}/metrics.json").read_text())
         assert metrics and all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
-    assert "train dcgan: FID" in out and "train cyclegan: FID" in out
+    assert "evaluate dcgan: " in out and "evaluate cyclegan: " in out and "evaluate cnn: test accuracy" in out
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("convpipe").experiment_id])
+    assert {r.info.run_name for r in runs} >= set(MODELS)
+    assert all(r.data.params["runtime.backend"] == "jax" for r in runs)
+    [cnn] = [r for r in runs if r.info.run_name == "cnn"]
+    assert "test_accuracy" in cnn.data.metrics
