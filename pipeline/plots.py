@@ -15,7 +15,7 @@ import numpy as np
 _PNG = {"metadata": {"Software": None}, "dpi": 100}
 
 
-def _save(fig, path: Path) -> None:
+def save(fig, path: Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, **_PNG)
     plt.close(fig)
@@ -33,7 +33,7 @@ def training_curves(history: Mapping[str, Sequence[float]], path: Path, title: s
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str) -> None:
@@ -48,7 +48,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], pa
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def roc_curves(
@@ -79,7 +79,7 @@ def roc_curves(
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
     return rows
 
 
@@ -94,7 +94,7 @@ def shift_curve(
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def image_grid(
@@ -126,7 +126,7 @@ def image_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 # Overlay colours of the object classes, in class order after the background (ColorBrewer Set1).
@@ -216,7 +216,7 @@ def filter_comparison(
         ax_h.set_title(title, fontsize=10)
         ax_h.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def sample_grid(
@@ -259,7 +259,7 @@ def sample_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def _pad(titles: Sequence[str], n: int) -> list[str]:
@@ -287,7 +287,7 @@ def gan_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
         axes[0][1].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def heatmap_grid(
@@ -325,4 +325,4 @@ def heatmap_grid(
             bottom.plot([pc], [pr], "r+", markersize=9, markeredgewidth=1.5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)

@@ -165,7 +165,9 @@ def _add_params_results(section: Section, hyper: dict, folder: Path, evaluate_st
 
 def lecture_section(reports: Path) -> Section:
     folder = reports / "lecture"
-    section = Section("lecture", "The lecture's figures", "hand-made and learned filters, feature maps")
+    section = Section(
+        "lecture", "The lecture's figures", "filters, feature maps, learned symmetries, the learning curve"
+    )
     summary = _read_json(folder / "filters.json")
     if isinstance(summary, dict):
         positive = summary.get("positive", "")
@@ -185,6 +187,32 @@ def lecture_section(reports: Path) -> Section:
         if isinstance(result, dict):
             rows = [[k, result.get(k)] for k in (measure, "target", "met")]
             section.tables.append((f"learned symmetries: {part}", ["", ""], rows))
+    curve = _read_json(folder / "learning_curve.json")  # the free lunch: pretrained against scratch
+    if isinstance(curve, dict) and isinstance(curve.get("accuracy"), dict):
+        acc = curve["accuracy"]
+        models = curve.get("models", {})
+        rows = [
+            [
+                k,
+                *(
+                    f"{acc[kind][k]['mean']:.3f} ± {acc[kind][k]['std']:.3f}"
+                    for kind in ("pretrained", "scratch")
+                ),
+            ]
+            for k in acc.get("pretrained", {})
+            if k in acc.get("scratch", {})
+        ]
+        header = [
+            "per class",
+            f"pretrained ({models.get('pretrained')})",
+            f"scratch ({models.get('scratch')})",
+        ]
+        seeds = curve.get("seeds")
+        title = f"learning curve on {curve.get('dataset')}: test accuracy, mean ± spread over {seeds} seeds"
+        section.tables.append((title, header, rows))
+        section.tables.append(
+            ("learning curve: target", ["", ""], [["target", curve.get("target")], ["met", curve.get("met")]])
+        )
     section.figures = figures_in(folder)
     return section
 

@@ -562,6 +562,10 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = No
     client.log_batch(run_id, metrics=batch)
 
 
+def log_params(run_id: str, params: Mapping[str, Any]) -> None:
+    MlflowClient().log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+
+
 def log_artifacts(run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
     client = MlflowClient()
     for p in paths:

@@ -101,6 +101,9 @@ def tiny(params: dict) -> dict:
         model["shifts"] = [0, 2]
         if model["architecture"] == "transfer":  # smallest backbone input, one epoch per phase
             model.update(input_size=32, fine_tune_epochs=min(model.get("fine_tune_epochs", 0), 1))
+    curve = p.get("lecture", {}).get("learning_curve")
+    if curve:
+        curve.update(per_class=[2, 4], seeds=1, epochs=2)
     for gan in p.get("dcgans", {}).values():
         gan.update(epochs=1, batch_size=16, latent_dim=8, generator_filters=[16, 8], grid=2)
         gan.update(discriminator_filters=[8, 16])

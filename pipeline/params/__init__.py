@@ -47,7 +47,7 @@ from pipeline.params.datasets import (
     generator_module,
 )
 from pipeline.params.gans import CycleganParams, DcganParams, Filters, GanParams
-from pipeline.params.lecture import Lecture
+from pipeline.params.lecture import LearningCurve, Lecture
 from pipeline.params.messages import describe
 from pipeline.params.models import (
     ARCHITECTURES,
@@ -93,6 +93,7 @@ __all__ = [
     "Fraction",
     "GanParams",
     "GeneratedDataset",
+    "LearningCurve",
     "Lecture",
     "LfwDataset",
     "MlpParams",

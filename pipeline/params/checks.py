@@ -89,6 +89,7 @@ def check_lecture(params: Params, source: str) -> None:
     """The lecture's figures need a filter_net (one 2D filter) and a 2D cnn (image feature maps); the
     symmetry experiments 2D classifiers of the same labels, the rotation one rotation-invariant classes."""
     check_symmetries(params, source)
+    check_learning_curve(params, source)
     wanted = {"filter_model": ("filter_net", "a filter_net"), "feature_model": ("cnn", "a 2D cnn")}
     for key, (architecture, description) in wanted.items():
         name = getattr(params.lecture, key)
@@ -131,6 +132,40 @@ def check_symmetries(params: Params, source: str) -> None:
                     f"rotation-invariant classes (some of {', '.join(ROTATION_INVARIANT)}; positive: null): "
                     f"a turn would change the label of others ('angle' is its '/' stroke)"
                 )
+
+
+def check_learning_curve(params: Params, source: str) -> None:
+    """The pretrained side is a transfer model with weights; the scratch side a classifier of images
+    (built for the pretrained model's dataset); the points are distinct and increasing."""
+    curve = params.lecture.learning_curve
+    if curve is None:
+        return
+    pretrained = [
+        n for n, m in params.models.items() if m.architecture == "transfer" and m.weights is not None
+    ]
+    if curve.pretrained not in pretrained:
+        raise UserError(
+            f"{source}: lecture.learning_curve.pretrained: '{curve.pretrained}' is not a transfer model "
+            f"with weights in models; {choices_hint(curve.pretrained, pretrained)}, "
+            "or lecture.learning_curve: null"
+        )
+    scratch = [
+        n
+        for n, m in params.models.items()
+        if not isinstance(m, SegmentationParams)
+        and getattr(m, "dims", 2) == 2
+        and getattr(m, "weights", None) is None
+    ]
+    if curve.scratch not in scratch:
+        raise UserError(
+            f"{source}: lecture.learning_curve.scratch: '{curve.scratch}' is not a 2D classifier without "
+            f"pretrained weights in models; {choices_hint(curve.scratch, scratch)}"
+        )
+    if curve.per_class != sorted(set(curve.per_class)) or curve.per_class[0] < 1:
+        raise UserError(
+            f"{source}: lecture.learning_curve.per_class: {curve.per_class}; valid: distinct counts >= 1, "
+            "increasing (e.g. [2, 4, 8, 16, 32]; the whole training split is always added)"
+        )
 
 
 def check_gans(params: Params, source: str) -> None:

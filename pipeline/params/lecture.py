@@ -30,6 +30,18 @@ class RotationExperiment(Strict):
     angles: list[float] = Field(min_length=2)
 
 
+class LearningCurve(Strict):
+    """The free lunch of pretrained weights: test accuracy against training images per class, the
+    transfer model's frozen ImageNet backbone with a new head against a network from scratch."""
+
+    dataset: str
+    pretrained: str
+    scratch: str
+    per_class: list[int] = Field(min_length=1)
+    seeds: int = Field(ge=1, le=10)
+    epochs: int = Field(ge=1)
+
+
 class Lecture(Strict):
     """Figures of the lecture in reports/lecture/; a model set to null skips its figure."""
 
@@ -39,3 +51,4 @@ class Lecture(Strict):
     feature_channels: int = Field(ge=1, le=64)
     translation: TranslationExperiment | None
     rotation: RotationExperiment | None
+    learning_curve: LearningCurve | None

@@ -15,6 +15,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prepared", type=Path, required=True, help="folder of the prepared datasets")
     ap.add_argument("--models", type=Path, required=True, help="folder of the trained models")
+    ap.add_argument("--weights", type=Path, required=True, help="folder of the imported ImageNet weights")
     ap.add_argument("--out", type=Path, required=True, help="output folder for the figures")
     args = ap.parse_args()
     params = load_checked()
@@ -23,6 +24,10 @@ def main() -> None:
     from pipeline.lecture import feature_maps, filters
 
     lecture = params.lecture
+    if lecture.learning_curve is not None:
+        from pipeline import tracking
+
+        tracking.check_server(params.tracking)  # before any work: one line if the store does not answer
     with atomic_dir(args.out) as tmp:
         if lecture.filter_model is not None:
             name = lecture.filter_model
@@ -67,6 +72,20 @@ def main() -> None:
             for part, what in (("translation", "drop_ratio"), ("rotation", "gain")):
                 if s[part] is not None:
                     print(f"lecture: learned {part}: {what} {s[part][what]:.3f} (target {s[part]['target']})")
+        if lecture.learning_curve is not None:
+            from pipeline.lecture import learning_curve
+
+            curve = learning_curve.measure(params, lecture.learning_curve, args.prepared, args.weights)
+            write_json(tmp / "learning_curve.json", curve)
+            learning_curve.figure(curve, tmp / "learning_curve.png")
+            run_id = learning_curve.log_run(
+                params.tracking, curve, [tmp / "learning_curve.json", tmp / "learning_curve.png"]
+            )
+            gaps = ", ".join(f"{k}/class +{v:.2f}" for k, v in curve["gap_at_8_or_fewer"].items())
+            print(
+                f"lecture: learning curve: pretrained over scratch {gaps} (target {curve['target']}); "
+                f"MLflow run {run_id}"
+            )
     print(f"lecture: figures in {args.out}")
 
 

@@ -52,13 +52,19 @@ def make_repo(dest: Path, params: dict) -> Path:
 
 def only(params: dict, *models: str) -> dict:
     """Params trimmed to `models` (entries of models, dcgans or cyclegans), their datasets and
-    augment entries; lecture figures of dropped models are turned off, so the trimmed file stays valid."""
+    augment entries (and the learning curve's dataset while it stays on); lecture figures of dropped
+    models are turned off, so the trimmed file stays valid."""
     p = copy.deepcopy(params)
     p["models"] = {m: p["models"][m] for m in models if m in p["models"]}
     used = {spec["dataset"] for spec in p["models"].values()}
     for section in ("dcgans", "cyclegans"):
         p[section] = {m: v for m, v in p.get(section, {}).items() if m in models}
         used |= {v[k] for v in p[section].values() for k in ("dataset", "target") if k in v}
+    curve = p.get("lecture", {}).get("learning_curve")
+    if curve and {curve["pretrained"], curve["scratch"]} <= set(p["models"]):
+        used.add(curve["dataset"])
+    elif curve:  # off unless both of its models are kept
+        p["lecture"]["learning_curve"] = None
     p["datasets"] = {d: v for d, v in p["datasets"].items() if d in used}
     p["augment"] = {d: v for d, v in p["augment"].items() if d in used}
     for key in ("filter_model", "feature_model"):
