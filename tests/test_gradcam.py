@@ -28,6 +28,18 @@ def test_pointing_counts_a_peak_on_or_within_two_pixels_of_the_figure():
     assert gradcam.peaks(maps).tolist() == [[7, 5], [8, 5], [0, 0]]
 
 
+def test_a_peak_inside_a_ring_points_at_the_ring():
+    ring = np.zeros((1, 21, 21), np.uint8)
+    yy, xx = np.mgrid[:21, :21]
+    ring[0][np.abs(np.hypot(yy - 10, xx - 10) - 7) < 0.8] = 1  # a one-pixel circle of radius 7
+    centre = np.zeros((1, 21, 21))
+    centre[0, 10, 10] = 1.0  # 7 pixels from the stroke, inside the figure
+    outside = np.zeros((1, 21, 21))
+    outside[0, 0, 0] = 1.0  # a corner: far outside
+    assert gradcam.pointing_hits(centre, ring).tolist() == [1.0]
+    assert gradcam.pointing_hits(outside, ring).tolist() == [0.0]
+
+
 def test_shapes_know_where_the_figure_is_and_draw_the_same_image():
     for kind in ("angle", "ring", "noise"):
         image, figure = shapes.render_with_figure(kind, np.random.default_rng([1, 2]), 32)

@@ -139,10 +139,11 @@ def peaks(maps: np.ndarray) -> np.ndarray:
 
 def pointing_hits(maps: np.ndarray, figures: np.ndarray, tolerance: float = POINTING_TOLERANCE) -> np.ndarray:
     """Per image: 1.0 if the map's peak lies on the figure or within `tolerance` pixels, 0.0 if not,
-    NaN if the image holds no figure."""
+    NaN if the image holds no figure. The figure is its strokes and what they enclose: a peak in a
+    ring's middle points at the ring (measured on the cnn: rings 0.19 on the strokes alone, 0.67 so)."""
     hits = np.full(len(maps), np.nan)
     for i, ((r, c), mask) in enumerate(zip(peaks(maps), figures, strict=True)):
-        mask = np.asarray(mask) > 0
+        mask = ndimage.binary_fill_holes(np.asarray(mask) > 0)
         if mask.any():
             hits[i] = float(ndimage.distance_transform_edt(~mask)[r, c] <= tolerance)
     return hits
