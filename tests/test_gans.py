@@ -244,6 +244,11 @@ def test_cycle_measures_and_unpaired_batches():
     assert len(batches) == 6  # the larger domain sets the epoch; the smaller wraps around
     xa, xb = batches[5]
     assert xa.shape == xb.shape == (4, *SHAPE)
+    batches.on_epoch_begin()  # epoch 0, as Keras begins it
     first = [batches[i][1].tobytes() for i in range(len(batches))]
     batches.on_epoch_end()
-    assert [batches[i][1].tobytes() for i in range(len(batches))] != first  # reshuffled each epoch
+    batches.on_epoch_begin()  # epoch 1
+    second = [batches[i][1].tobytes() for i in range(len(batches))]
+    assert second != first  # reshuffled each epoch
+    batches.start_at(1)  # a resumed training's epoch 1: the same batches
+    assert [batches[i][1].tobytes() for i in range(len(batches))] == second
