@@ -20,8 +20,8 @@ def faces_only(params: dict) -> dict:
     pretrained = [k for k, v in params["models"].items() if v.get("weights") == "imagenet"]
     p = only(tiny(params), *pretrained, "cnn")
     p["augment"]["faces"]["copies"] = 1
-    for model in p["models"].values():
-        model.update(fine_tune_layers=2)  # tiny() already set input_size 32 and one epoch per phase
+    for name in pretrained:
+        p["models"][name].update(fine_tune_layers=2)  # tiny() already set input_size 32, one epoch per phase
     return p
 
 
