@@ -75,6 +75,8 @@ def test_summary_states_the_gap_at_eight_or_fewer_and_the_target():
             {"per_class": [8, 2]},
             "lecture.learning_curve.per_class: [8, 2]; valid: distinct counts >= 1, increasing",
         ),
+        ({"dataset": "tracks"}, "lecture.learning_curve.dataset: 'tracks' is not a classification dataset"),
+        ({"dataset": "shapez"}, "(closest: shapes)"),
     ],
 )
 def test_params_check_names_the_key(change, message):

@@ -4,7 +4,7 @@ training images per class, an ImageNet-pretrained network against one trained fr
 - pretrained: the transfer model's phase 1, i.e. its frozen backbone (ImageNet weights) with a new
   head trained on the few images. The backbone is frozen and its BatchNorm in inference mode, so its
   features are computed once for all images and each point trains only the head on them: the same
-  network and numbers as the full model, at a fraction of the cost.
+  network as the full model's phase 1, at a fraction of the cost.
 - scratch: a network from random weights (a `models:` entry's architecture, built for this dataset)
   trained on the same images for the same epochs.
 

@@ -135,11 +135,22 @@ def check_symmetries(params: Params, source: str) -> None:
 
 
 def check_learning_curve(params: Params, source: str) -> None:
-    """The pretrained side is a transfer model with weights; the scratch side a classifier of images
-    (built for the pretrained model's dataset); the points are distinct and increasing."""
+    """The dataset is a classification dataset of images; the pretrained side a transfer model with
+    weights, the scratch side a 2D classifier without (both built for that dataset); the points are
+    distinct and increasing."""
     curve = params.lecture.learning_curve
     if curve is None:
         return
+    images = [
+        n
+        for n, d in params.datasets.items()
+        if not isinstance(d, SEGMENTATION_SOURCES) and d.spatial_dims() == 2
+    ]
+    if curve.dataset not in images:
+        raise UserError(
+            f"{source}: lecture.learning_curve.dataset: '{curve.dataset}' is not a classification dataset "
+            f"of images in datasets; {choices_hint(curve.dataset, images)}"
+        )
     pretrained = [
         n for n, m in params.models.items() if m.architecture == "transfer" and m.weights is not None
     ]
