@@ -46,16 +46,8 @@ def acting_as(stack: team.Stack, user: str, password: str) -> Iterator[None]:
 @contextlib.contextmanager
 def credentials(stack: team.Stack, user: str, password: str) -> Iterator[None]:
     """Only the MLflow credentials of `user`, for a few calls."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
-    try:
+    with team.temporary_env(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def state_epoch(state_file: Path) -> int:

@@ -310,7 +310,7 @@ class Stack:
         from mlflow.server import get_app_client
 
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        with _env(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=self.settings.admin_password):
+        with self.admin_env():
             return _AsAdmin(get_app_client("basic-auth", tracking_uri=self.tracking_uri), self)
 
     def add_user(self, name: str, password: str) -> None:
@@ -319,7 +319,9 @@ class Stack:
 
     @contextlib.contextmanager
     def admin_env(self) -> Iterator[None]:
-        with _env(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=self.settings.admin_password):
+        with temporary_env(
+            MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=self.settings.admin_password
+        ):
             yield
 
     # ------------------------------------------------------------ the servers
@@ -608,7 +610,8 @@ def _basic(user: str, password: str) -> str:
 
 
 @contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
+def temporary_env(**values: str) -> Iterator[None]:
+    """os.environ with `values` set inside the block, as it was after it."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
