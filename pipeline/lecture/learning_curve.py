@@ -186,6 +186,20 @@ def figure(result: dict, path: Path) -> None:
     save(fig, path)
 
 
+def run(params: Params, spec: LearningCurve, prepared: Path, weights_dir: Path, out: Path) -> str:
+    """Measure the curve; write out/learning_curve.json and .png, log them to MLflow; the summary line."""
+    from pipeline.data.arrays import write_json
+
+    curve = measure(params, spec, prepared, weights_dir)
+    files = [out / "learning_curve.json", out / "learning_curve.png"]
+    write_json(files[0], curve)
+    figure(curve, files[1])
+    run_id = log_run(params.tracking, curve, files)
+    gaps = ", ".join(f"{k}/class +{v:.2f}" for k, v in curve["gap_at_8_or_fewer"].items())
+    target = curve["target"]
+    return f"lecture: learning curve: pretrained over scratch {gaps} (target {target}); MLflow run {run_id}"
+
+
 def log_run(tracking_params, result: dict, files: Sequence[Path]) -> str:
     """One MLflow run named learning_curve: each kind's mean test accuracy (and its spread) with the
     training images per class as the step, so the UI's chart of the metric is the curve; the files."""

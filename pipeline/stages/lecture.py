@@ -75,17 +75,7 @@ def main() -> None:
         if lecture.learning_curve is not None:
             from pipeline.lecture import learning_curve
 
-            curve = learning_curve.measure(params, lecture.learning_curve, args.prepared, args.weights)
-            write_json(tmp / "learning_curve.json", curve)
-            learning_curve.figure(curve, tmp / "learning_curve.png")
-            run_id = learning_curve.log_run(
-                params.tracking, curve, [tmp / "learning_curve.json", tmp / "learning_curve.png"]
-            )
-            gaps = ", ".join(f"{k}/class +{v:.2f}" for k, v in curve["gap_at_8_or_fewer"].items())
-            print(
-                f"lecture: learning curve: pretrained over scratch {gaps} (target {curve['target']}); "
-                f"MLflow run {run_id}"
-            )
+            print(learning_curve.run(params, lecture.learning_curve, args.prepared, args.weights, tmp))
     print(f"lecture: figures in {args.out}")
 
 
