@@ -79,13 +79,16 @@ def test_the_default_experiments_use_the_same_images_with_and_without_augmentati
     params = P.load(ROOT / "params.yaml")
     t, r = params.lecture.translation, params.lecture.rotation
     data = {role: params.datasets[params.model(getattr(t, role)).dataset] for role in ("plain", "augmented")}
-    assert data["plain"] == data["augmented"]  # shapes and shapes_shift: the same draws and split
+    assert data["plain"] == data["augmented"]  # shapes_centered and shapes_shift: the same draws and split
+    assert data["plain"].placement == "centered"  # only the augmentation moves the figures
     assert params.datasets["shapes_upright"] == params.datasets["shapes_turned"]
-    names = {
-        role: [x.name for x in params.augment_for(params.model(getattr(r, role)).dataset).transforms]
-        for role in ("plain", "augmented")
-    }
-    assert "Rotate" in names["augmented"] and "Rotate" not in names["plain"]
+    for exp, moves in ((t, "Affine"), (r, "Rotate")):
+        names = {
+            role: [x.name for x in params.augment_for(params.model(getattr(exp, role)).dataset).transforms]
+            for role in ("plain", "augmented")
+        }
+        assert [n for n in names["augmented"] if n != moves] == names["plain"]  # the one difference
+        assert moves in names["augmented"]
 
 
 def test_experiments_write_the_json_and_the_figure(tmp_path):
@@ -120,11 +123,13 @@ def test_experiments_write_the_json_and_the_figure(tmp_path):
 
 @pytest.mark.slow
 def test_the_lecture_stage_writes_the_symmetry_experiments(make_repo, dvc):
-    p = tiny(only(project_params(), "mlp", "mlp_shift", "cnn", "upright_cnn", "turned_cnn"))
+    p = tiny(only(project_params(), "mlp_centered", "mlp_shift", "cnn", "upright_cnn", "turned_cnn"))
     repo = make_repo(p)
     dvc(repo, "repro", "lecture")
     summary = json.loads((repo / "reports/lecture/symmetries.json").read_text())
-    assert summary["translation"]["models"] == {"plain": "mlp", "augmented": "mlp_shift", "reference": "cnn"}
+    t = summary["translation"]
+    assert t["models"] == {"plain": "mlp_centered", "augmented": "mlp_shift", "reference": "cnn"}
+    assert set(t["accuracy"]["cnn"]) == {"0", "2"}  # the plain model's shifts, on its test images
     assert set(summary["rotation"]["accuracy"]["turned_cnn"]) == {"0", "15", "30", "45", "60", "75", "90"}
     assert (repo / "reports/lecture/symmetries.png").is_file()
     assert (repo / "data/augmented/shapes_turned/online.json").is_file()  # trained with online rotations
