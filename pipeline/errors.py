@@ -24,9 +24,13 @@ def choices_hint(word: str, choices: Iterable[str]) -> str:
 
 
 def run_cli(main: Callable[[], None]) -> None:
-    """Run a command-line entry point; a UserError ends it with one line on stderr and exit code 2."""
+    """Run a command-line entry point, its stderr without TensorFlow's known noise (pipeline.noise);
+    a UserError ends it with one line on stderr and exit code 2."""
+    from pipeline.noise import stderr_filtered
+
     try:
-        main()
+        with stderr_filtered():
+            main()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -7,50 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import sys
-import tempfile
 import types
-from collections.abc import Iterator
 
+from pipeline.noise import stderr_filtered
 from pipeline.params import Runtime
-
-# What TensorFlow writes to stderr while it starts, on every machine, though nothing is wrong: absl's
-# banner before its logging is set up, notices about oneDNN, the CPU instructions the build uses and
-# a missing CUDA driver, and, from the GPU build on a machine without a GPU driver, cuInit's failure
-# with error 303 (no libcuda: CPU it is). Any other line, an error or a warning, still shows.
-STARTUP_NOISE = re.compile(
-    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\..*"
-    r"|[IW]\d{4} [\d:. ]+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized .*"
-    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
-    r"|[IW]\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, "
-    r"GPU will not be used\."
-    r"|E\d{4} [\d:. ]+\d+ cuda_(?:platform|executor|diagnostics)\.cc:\d+\] failed call to cuInit: "
-    r".*UNKNOWN ERROR \(303\)"
-)
-
-
-@contextlib.contextmanager
-def startup_messages_filtered() -> Iterator[None]:
-    """Hold back what the process writes to stderr (file descriptor 2, where TensorFlow's C++ code
-    writes) inside the block, then pass on every line but STARTUP_NOISE's."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            lines = held.read().decode(errors="replace").splitlines(keepends=True)
-            kept = [line for line in lines if not STARTUP_NOISE.fullmatch(line.rstrip("\r\n"))]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
 
 
 def setup(runtime: Runtime, seed: int) -> types.ModuleType:
@@ -64,7 +24,7 @@ def setup(runtime: Runtime, seed: int) -> types.ModuleType:
         # Deterministic GPU kernels and reductions (TensorFlow and XLA read these at start-up).
         os.environ["TF_DETERMINISTIC_OPS"] = "1"
         os.environ.setdefault("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
-    with startup_messages_filtered():
+    with stderr_filtered():  # TensorFlow's start-up messages (a stage's whole run is filtered too)
         import keras
 
         if runtime.backend == "tensorflow":

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pipeline.models.classifiers import collapsed_block
-from pipeline.runtime import STARTUP_NOISE
+from pipeline.noise import KNOWN_NOISE
 from pipeline.tools import sandbox
 from tests.conftest import BIN, only, project_params, tiny
 
@@ -67,16 +67,14 @@ def test_stages_show_no_cuda_start_up_errors_on_a_cpu_machine(repo):
     assert "absl::InitializeLog" not in out and "oneDNN" not in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TensorFlow 2.21's tf.data logs 'E0000 ... node_def_util.cc:682] NodeDef mentions attribute "
-    "use_unbounded_threadpool ...' (a benign version skew) after start-up, outside the start-up filter",
-)
 def test_a_stage_shows_no_line_that_looks_like_an_error(repo):
     out = repo.first.stdout + repo.first.stderr
     assert not LOOKS_LIKE_AN_ERROR.findall(out), [
         line for line in out.splitlines() if LOOKS_LIKE_AN_ERROR.search(line)
     ]
+    # Nor MLflow's registry messages: evaluate says the version and the champion in its own line.
+    assert "evaluate cnn: registered as version 1; champion is version 1" in out
+    assert "Registered model" not in out and "Created version" not in out, out
 
 
 def test_second_repro_runs_nothing_and_an_edit_reruns_that_model(repo):
@@ -141,7 +139,9 @@ def test_a_missing_params_file_is_named_missing(repo):
 def test_a_cnn_pooled_down_to_one_pixel_warns_naming_the_key_and_the_block(repo):
     # tiny() draws 16x16 shapes: four 2x2 poolings leave 1x1, so blocks 5 and 6 see one pixel.
     try:
-        proc = repo.dvc("exp", "run", "-S", "models.cnn.filters=[4,4,4,4,4,4]")
+        # The warning comes from the train stage: the experiment goes that far (evaluate, lecture and
+        # report of the pooled-down cnn would add a minute and show nothing more).
+        proc = repo.dvc("exp", "run", "-S", "models.cnn.filters=[4,4,4,4,4,4]", "train@cnn")
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-3000:]
         assert (
@@ -162,17 +162,17 @@ def test_collapsed_block_only_where_the_map_is_one_pixel():
 
 
 def test_startup_noise_is_only_the_known_lines():
-    assert STARTUP_NOISE.fullmatch(
+    assert KNOWN_NOISE.fullmatch(
         "E0000 00:00:1796134379.208856   27966 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
         "CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
     )
-    assert STARTUP_NOISE.fullmatch(
+    assert KNOWN_NOISE.fullmatch(
         "I0000 00:00:1796134376.334230   27966 cudart_stub.cc:31] Could not find cuda drivers on your "
         "machine, GPU will not be used."
     )
     # A driver that is there but failing (not 303), or any other error, still shows.
-    assert not STARTUP_NOISE.fullmatch(
+    assert not KNOWN_NOISE.fullmatch(
         "E0000 00:00:1796134379.208856   27966 cuda_platform.cc:52] failed call to cuInit: "
         "CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected"
     )
-    assert not STARTUP_NOISE.fullmatch("E0000 00:00:1.0 1 node_def_util.cc:682] something else")
+    assert not KNOWN_NOISE.fullmatch("E0000 00:00:1.0 1 node_def_util.cc:682] something else")

@@ -1,0 +1,79 @@
+"""What TensorFlow writes to stderr though nothing is wrong, and the filter that keeps it off the
+terminal while passing on everything else as it comes.
+
+TensorFlow's C++ code writes to file descriptor 2 directly, past Python's sys.stderr, so the filter
+works on the descriptor: inside `stderr_filtered()`, descriptor 2 is a pipe, and a thread passes each
+line on to the real stderr unless KNOWN_NOISE matches it. Lines end at '\\n' or '\\r' (progress bars
+redraw with '\\r'), so progress shows at once. Processes started inside (augmentation workers) write
+into the same pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+
+# The lines, on every machine: absl's banner before its logging is set up, notices about oneDNN, the
+# CPU instructions the build uses and a missing CUDA driver; from the GPU build on a machine without a
+# GPU driver, cuInit's failure with error 303 (no libcuda: CPU it is); and during fits, TensorFlow
+# 2.21's tf.data graph rewrite (under op determinism a ParallelMapDatasetV2 becomes a MapDataset that
+# keeps the newer `use_unbounded_threadpool` attribute, which MapDataset's definition lacks: the
+# attribute is ignored, as the line itself says). Any other line, an error or a warning, still shows.
+KNOWN_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\..*"
+    r"|[IW]\d{4} [\d:. ]+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized .*"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\."
+    r"|[IW]\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, "
+    r"GPU will not be used\."
+    r"|E\d{4} [\d:. ]+\d+ cuda_(?:platform|executor|diagnostics)\.cc:\d+\] failed call to cuInit: "
+    r".*UNKNOWN ERROR \(303\)"
+    r"|E\d{4} [\d:. ]+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool "
+    r"which is not in the op definition: Op<name=MapDataset; .* "
+    r"NodeDef: \{\{node ParallelMapDatasetV2[^}]*\}\}"
+)
+_LINE_END = re.compile(rb"(?<=[\r\n])")
+
+
+@contextlib.contextmanager
+def stderr_filtered() -> Iterator[None]:
+    """File descriptor 2 through the filter for the block (see the module's docstring)."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    pump = threading.Thread(target=_pass_on, args=(read, real), name="stderr-filter", daemon=True)
+    pump.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # closes this process's last writing end: the pump reads to the end and stops
+        # A process started inside may still hold the pipe; then the pump goes on passing its lines.
+        pump.join(timeout=2)
+        if not pump.is_alive():
+            os.close(real)
+
+
+def _pass_on(read: int, out: int) -> None:
+    pending = b""
+    while chunk := os.read(read, 1 << 16):
+        *lines, pending = _LINE_END.split(pending + chunk)
+        _write(out, lines)
+    _write(out, [pending])
+    os.close(read)
+
+
+def _write(fd: int, lines: list[bytes]) -> None:
+    data = b"".join(
+        line
+        for line in lines
+        if line and not KNOWN_NOISE.fullmatch(line.rstrip(b"\r\n").decode(errors="replace"))
+    )
+    while data:
+        data = data[os.write(fd, data) :]
