@@ -220,6 +220,27 @@ def use_experiment(tracking: Tracking) -> str:
         return _created_meanwhile(client, tracking.experiment)
 
 
+def await_write_permission(experiment_id: str, seconds: float = 10) -> None:
+    """Write to the experiment (its kind tag) before a run starts in it. A server with access control
+    grants an experiment's creator its permission a moment after the experiment appears: another
+    training of the same user that finds the experiment in that moment was refused (403, seen with
+    eight trainings starting at once). So a refusal on an experiment created in the last minute is
+    retried for `seconds`; any other refusal stands at once (server_errors names it)."""
+    client = MlflowClient()
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.set_experiment_tag(experiment_id, KIND_TAG, KIND)
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED" or time.monotonic() > deadline:
+                raise
+            created = client.get_experiment(experiment_id).creation_time or 0
+            if time.time() * 1000 - created > 60_000:
+                raise
+        time.sleep(0.25)
+
+
 def _created_meanwhile(client: MlflowClient, name: str, seconds: float = 10) -> str:
     """The id of an experiment another process has just created. A server with access control grants
     the creator's permission a moment after the experiment appears: until then, reading it is refused
@@ -380,6 +401,7 @@ def training_run(
     then = "once it is back, `dvc repro` resumes the training and its run after the last checkpointed epoch"
     with server_errors(tracking, what, then):
         experiment_id = use_experiment(tracking)
+        await_write_permission(experiment_id)
         close_dead_runs(experiment_id, model_name, keep=resume)
         tags = {**tags, **process_tags()}
         if resume is not None:
@@ -587,6 +609,7 @@ def set_tags(tags: Mapping[str, str]) -> None:
 
 def new_run(tracking: Tracking, name: str, tags: dict[str, str]) -> str:
     experiment_id = use_experiment(tracking)
+    await_write_permission(experiment_id)
     run = MlflowClient().create_run(experiment_id, run_name=name, tags={**provenance_tags(), **tags})
     MlflowClient().set_terminated(run.info.run_id)
     return run.info.run_id
@@ -640,6 +663,18 @@ def _version(package: str) -> str:
 CHAMPION = "champion"
 
 
+@contextmanager
+def _mlflow_messages_off() -> Iterator[None]:
+    """MLflow's own messages (eprint and its loggers) off for the block; errors still raise."""
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
+
+    disable_logging()
+    try:
+        yield
+    finally:
+        enable_logging()
+
+
 def register_model(
     tracking: Tracking, run_id: str, model_name: str, metric: str, value: float
 ) -> tuple[int, int] | None:
@@ -652,7 +687,11 @@ def register_model(
     if uri is None:
         return None
     name = f"{tracking.experiment}-{model_name}"
-    version = int(mlflow.register_model(uri, name).version)
+    # Without MLflow's "Registered model ... already exists" and "Created version" lines: the
+    # evaluate stage prints the version and the champion in its own line.
+    with _mlflow_messages_off():
+        version = int(mlflow.register_model(uri, name).version)
+
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
         best = client.get_run(champion.run_id).data.metrics.get(metric)
