@@ -141,30 +141,32 @@ def dvc():
     return call
 
 
-# The longest test files first (seconds of one full run on 2 cores, descending), so that with
-# `--dist loadfile` the two workers do not end with one long file running alone: longest first is
-# the classic greedy schedule. Files not named keep their order after these.
+# The longest test files first (seconds of one full run on 2 cores, descending; remeasured with
+# `--durations`), so that with `--dist loadfile` the workers do not end with one long file running
+# alone: longest first is the classic greedy schedule. Files not named keep their order after these.
 LONGEST_FIRST = [
-    "test_e2e_classification.py",
     "test_jax_pipeline.py",
+    "test_e2e_classification.py",
     "test_trustworthy_numbers.py",
     "test_team_pipeline.py",
-    "test_transfer.py",
-    "test_bench_gpu.py",
-    "test_bench.py",
     "test_compare_loop.py",
-    "test_cluster_sweep.py",
-    "test_e2e_transfer.py",
     "test_early_errors.py",
+    "test_cluster_sweep.py",
     "test_gans.py",
-    "test_dims.py",
-    "test_resume.py",
-    "test_e2e_segmentation.py",
     "test_team_stack.py",
+    "test_bench.py",
+    "test_bench_gpu.py",
+    "test_e2e_transfer.py",
     "test_symmetries.py",
+    "test_e2e_segmentation.py",
+    "test_resume.py",
+    "test_contract_data.py",
+    "test_transfer.py",
     "test_tracking_server.py",
     "test_jax_gans.py",
-    "test_contract_data.py",
+    "test_online_augment.py",
+    "test_distribute.py",
+    "test_dims.py",
 ]
 
 

@@ -123,13 +123,16 @@ def test_experiments_write_the_json_and_the_figure(tmp_path):
 
 @pytest.mark.slow
 def test_the_lecture_stage_writes_the_symmetry_experiments(make_repo, dvc):
-    p = tiny(only(project_params(), "mlp_centered", "mlp_shift", "cnn", "upright_cnn", "turned_cnn"))
+    # The translation experiment's models only (the rotation's go through the same `test_of` of the
+    # stage, and its summary is tested above): each of them is minutes of processes on two cores.
+    p = tiny(only(project_params(), "mlp_centered", "mlp_shift", "cnn"))
+    assert p["lecture"]["rotation"] is None and p["lecture"]["translation"] is not None
     repo = make_repo(p)
     dvc(repo, "repro", "lecture")
     summary = json.loads((repo / "reports/lecture/symmetries.json").read_text())
     t = summary["translation"]
     assert t["models"] == {"plain": "mlp_centered", "augmented": "mlp_shift", "reference": "cnn"}
     assert set(t["accuracy"]["cnn"]) == {"0", "2"}  # the plain model's shifts, on its test images
-    assert set(summary["rotation"]["accuracy"]["turned_cnn"]) == {"0", "15", "30", "45", "60", "75", "90"}
+    assert summary["rotation"] is None
     assert (repo / "reports/lecture/symmetries.png").is_file()
-    assert (repo / "data/augmented/shapes_turned/online.json").is_file()  # trained with online rotations
+    assert (repo / "data/augmented/shapes_shift/online.json").is_file()  # trained with online shifts
