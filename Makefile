@@ -24,7 +24,8 @@ repro: venv
 
 # pytest: one worker more than the cores (at most 4), whole files per worker. The slow end-to-end tests
 # are chains of processes (dvc, TensorFlow start-up, servers) that wait on each other: with one worker
-# per core, 2 cores were 78% busy (user+sys 45 of 58 core-minutes).
+# per core, 2 cores were 78% busy (user+sys 45 of 58 core-minutes); with three, the suite took 27 min 9 s
+# against 28 min 52 s (2-core AMD EPYC, two slow tests also trimmed in between).
 WORKERS ?= $(shell python3 -c "import os; print(min(4, len(os.sched_getaffinity(0)) + 1))")
 test: venv
 	ruff check .
