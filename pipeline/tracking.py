@@ -204,7 +204,14 @@ def use_experiment(tracking: Tracking) -> str:
     mlflow.set_tracking_uri(uri)
     with _sqlite_creation_lock(uri):
         client = MlflowClient()
-        exp = client.get_experiment_by_name(tracking.experiment)
+        try:
+            exp = client.get_experiment_by_name(tracking.experiment)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED":
+                raise
+            # Refused even to read it: created a moment ago by another process (its creator's grant
+            # still to come: wait for it), or not ours to read (the wait ends in the refusal).
+            return _created_meanwhile(client, tracking.experiment)
     if exp is not None:
         if KIND_TAG not in exp.tags:
             client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
@@ -224,8 +231,9 @@ def await_write_permission(experiment_id: str, seconds: float = 10) -> None:
     """Write to the experiment (its kind tag) before a run starts in it. A server with access control
     grants an experiment's creator its permission a moment after the experiment appears: another
     training of the same user that finds the experiment in that moment was refused (403, seen with
-    eight trainings starting at once). So a refusal on an experiment created in the last minute is
-    retried for `seconds`; any other refusal stands at once (server_errors names it)."""
+    eight trainings starting at once). So a refusal on an experiment created in the last minute (or
+    not readable yet) is retried for `seconds`; any other refusal stands at once (server_errors
+    names it). use_experiment waits likewise when even reading the experiment is refused."""
     client = MlflowClient()
     deadline = time.monotonic() + seconds
     while True:
@@ -235,10 +243,18 @@ def await_write_permission(experiment_id: str, seconds: float = 10) -> None:
         except mlflow.exceptions.MlflowException as exc:
             if exc.error_code != "PERMISSION_DENIED" or time.monotonic() > deadline:
                 raise
-            created = client.get_experiment(experiment_id).creation_time or 0
-            if time.time() * 1000 - created > 60_000:
+            if not _just_created(client, experiment_id):
                 raise
         time.sleep(0.25)
+
+
+def _just_created(client: MlflowClient, experiment_id: str) -> bool:
+    """Whether the experiment is younger than a minute, or its age cannot be read yet."""
+    try:
+        created = client.get_experiment(experiment_id).creation_time or 0
+    except mlflow.exceptions.MlflowException:
+        return True
+    return time.time() * 1000 - created < 60_000
 
 
 def _created_meanwhile(client: MlflowClient, name: str, seconds: float = 10) -> str:
