@@ -37,6 +37,8 @@ KNOWN_NOISE = re.compile(
     r"NodeDef: \{\{node ParallelMapDatasetV2[^}]*\}\}"
 )
 _LINE_END = re.compile(rb"(?<=[\r\n])")
+# Written into the pipe when the block ends: whatever the process wrote before is then passed on.
+_END = b"\0convpipe: end of the filtered block\0"
 
 
 @contextlib.contextmanager
@@ -46,24 +48,32 @@ def stderr_filtered() -> Iterator[None]:
     real = os.dup(2)
     read, write = os.pipe()
     os.dup2(write, 2)
-    os.close(write)
-    pump = threading.Thread(target=_pass_on, args=(read, real), name="stderr-filter", daemon=True)
+    passed = threading.Event()
+    pump = threading.Thread(target=_pass_on, args=(read, real, passed), name="stderr-filter", daemon=True)
     pump.start()
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(real, 2)  # closes this process's last writing end: the pump reads to the end and stops
-        # A process started inside may still hold the pipe; then the pump goes on passing its lines.
-        pump.join(timeout=2)
+        os.dup2(real, 2)
+        os.write(write, _END)
+        os.close(write)
+        # Not the pipe's end: a process started inside (an augmentation workers' forkserver) may hold
+        # it open for as long as this process lives; the pump passes on its lines meanwhile.
+        passed.wait(timeout=10)
         if not pump.is_alive():
             os.close(real)
 
 
-def _pass_on(read: int, out: int) -> None:
+def _pass_on(read: int, out: int, passed: threading.Event) -> None:
     pending = b""
     while chunk := os.read(read, 1 << 16):
-        *lines, pending = _LINE_END.split(pending + chunk)
+        pending += chunk
+        if _END in pending:
+            before, _, pending = pending.partition(_END)
+            _write(out, _LINE_END.split(before))  # a last line without its end too
+            passed.set()
+        *lines, pending = _LINE_END.split(pending)
         _write(out, lines)
     _write(out, [pending])
     os.close(read)
