@@ -26,11 +26,14 @@ repro: venv
 # are chains of processes (dvc, TensorFlow start-up, servers) that wait on each other: with one worker
 # per core, 2 cores were 78% busy (user+sys 45 of 58 core-minutes); with three, the suite took 27 min 9 s
 # against 28 min 52 s (2-core AMD EPYC, two slow tests also trimmed in between).
+# --no-loadscope-reorder: xdist otherwise hands out the files with the most tests first, so the
+# one-test end-to-end files (the JAX pipeline: 8 minutes) started last; tests/conftest.py orders the
+# files longest first.
 WORKERS ?= $(shell python3 -c "import os; print(min(4, len(os.sched_getaffinity(0)) + 1))")
 test: venv
 	ruff check .
 	ruff format --check .
-	pytest -n $(WORKERS) --dist loadfile
+	pytest -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 # After `make repro` in a clone: the reproduced headline metrics against the committed ones, within
 # params.yaml's verify.tolerance: "byte-identical", "reproduced", or each metric outside (exit 1).
