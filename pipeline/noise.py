@@ -41,9 +41,26 @@ _LINE_END = re.compile(rb"(?<=[\r\n])")
 _END = b"\0convpipe: end of the filtered block\0"
 
 
+_open = threading.local()  # a block is open in this thread: one inside it (runtime.setup's, in a
+# stage that run_cli already filters) would only add a second pipe and pump
+
+
 @contextlib.contextmanager
 def stderr_filtered() -> Iterator[None]:
     """File descriptor 2 through the filter for the block (see the module's docstring)."""
+    if getattr(_open, "block", False):
+        yield
+        return
+    _open.block = True
+    try:
+        with _filtered():
+            yield
+    finally:
+        _open.block = False
+
+
+@contextlib.contextmanager
+def _filtered() -> Iterator[None]:
     sys.stderr.flush()
     real = os.dup(2)
     read, write = os.pipe()
