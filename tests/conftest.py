@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,23 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **extra_env: str) -> subp
     return proc
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_run_cache(tmp_path_factory):
+    """One run cache of the import_weights stage for every sandbox of the session, all pytest workers
+    (pipeline/tools/sandbox.py says why); built by the first sandbox that needs it, in the session's
+    temporary folder (xdist workers' folders sit side by side in it)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    os.environ[sandbox.RUN_CACHE_ENV] = str(root / "import-weights-run-cache")
+
+
 @pytest.fixture
 def make_repo(tmp_path):
-    """make_repo(params) -> path of a fresh git + DVC repository with the project's code and dvc.yaml."""
+    """make_repo(params) -> path of a fresh git + DVC repository with the project's code and dvc.yaml
+    (run_cache=False: without the session's run cache of import_weights)."""
 
-    def make(params: dict, name: str = "repo") -> Path:
-        return sandbox.make_repo(tmp_path / name, params)
+    def make(params: dict, name: str = "repo", run_cache: bool = True) -> Path:
+        return sandbox.make_repo(tmp_path / name, params, run_cache=run_cache)
 
     return make
 

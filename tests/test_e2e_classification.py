@@ -55,7 +55,8 @@ class Reproduced:
 def reproduced(tmp_path_factory) -> Reproduced:
     params = only(tiny(project_params()), *MODELS)
     params["lecture"].update(feature_images=2, feature_channels=4)
-    repo = sandbox.make_repo(tmp_path_factory.mktemp("e2e") / "repo", params)
+    # Every stage runs here, import_weights too: not restored from the session's run cache.
+    repo = sandbox.make_repo(tmp_path_factory.mktemp("e2e") / "repo", params, run_cache=False)
     return Reproduced(repo, params, run([str(BIN / "dvc"), "repro"], repo).stdout)
 
 

@@ -30,7 +30,7 @@ def test_repro_imports_weights_and_trains_a_transfer_model(make_repo, dvc):
     params = faces_only(project_params())
     assert sorted(m["architecture"] for m in params["models"].values()) == ["cnn", "transfer"]
     assert params["lecture"]["learning_curve"]["pretrained"] == "transfer"
-    repo = make_repo(params)
+    repo = make_repo(params, run_cache=False)  # the import runs here, not restored from the session's
     dvc(repo, "repro")
 
     report = json.loads((repo / "data/weights/efficientnet_lite0.json").read_text())
