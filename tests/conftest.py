@@ -16,6 +16,12 @@ from pipeline.tools.sandbox import BIN, ROOT, only, project_params  # noqa: F401
 
 stage_env = sandbox.child_env
 
+# JAX on the CPU for the tests that run whole stages on it: XLA's backend at optimisation level 0.
+# Their tiny fits are mostly compilation (a U-Net's first fit: 11.6-12.7 s at the default level,
+# 8.2-9.0 s at 0, 2-core AMD EPYC); what they check (that every stage runs on JAX, deterministic
+# weights) does not depend on how well the code is optimised.
+JAX_CPU = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+
 SECTIONS = {
     "runtime": P.Runtime,
     "tracking": P.Tracking,
@@ -157,28 +163,30 @@ def dvc():
 # `--durations`), so that with `--dist loadfile` the workers do not end with one long file running
 # alone: longest first is the classic greedy schedule. Files not named keep their order after these.
 LONGEST_FIRST = [
-    "test_jax_pipeline.py",
     "test_e2e_classification.py",
     "test_trustworthy_numbers.py",
+    "test_jax_pipeline.py",
     "test_team_pipeline.py",
     "test_compare_loop.py",
-    "test_early_errors.py",
-    "test_cluster_sweep.py",
-    "test_gans.py",
-    "test_team_stack.py",
     "test_bench.py",
-    "test_bench_gpu.py",
+    "test_cluster_sweep.py",
     "test_e2e_transfer.py",
+    "test_early_errors.py",
+    "test_gans.py",
     "test_symmetries.py",
-    "test_e2e_segmentation.py",
-    "test_resume.py",
-    "test_contract_data.py",
+    "test_bench_gpu.py",
     "test_transfer.py",
-    "test_tracking_server.py",
-    "test_jax_gans.py",
+    "test_resume.py",
+    "test_team_stack.py",
+    "test_e2e_segmentation.py",
+    "test_contract_data.py",
     "test_online_augment.py",
+    "test_jax_gans.py",
+    "test_tracking_server.py",
+    "test_report.py",
     "test_distribute.py",
     "test_dims.py",
+    "test_contract_deps.py",
 ]
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pipeline.bench.gpu import FORBIDDEN, MODELS, TRAINING_PATH
-from tests.conftest import stage_env
+from tests.conftest import JAX_CPU, stage_env
 
 
 def test_training_path_imports_no_tensorflow_mlflow_or_dvc():
@@ -36,9 +36,10 @@ def test_gpu_benchmark_runs_at_smoke_size_without_tensorflow(tmp_path):
     proc = subprocess.run(
         # mixed_float16 only, half the compiles: its rows build and train all four networks (the
         # transfer model too) through the same benchmark code; float32 on JAX is what the JAX
-        # pipeline test trains the cnn, the U-Net and the GANs in (tests/test_jax_pipeline.py).
+        # pipeline test trains the cnn, the U-Net and the CycleGAN in (tests/test_jax_pipeline.py),
+        # and tests/test_jax_gans.py both GANs' steps.
         [*command, "--precision", "mixed_float16"],
-        env=stage_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"),
+        env=stage_env(KERAS_BACKEND="jax", **JAX_CPU),
         capture_output=True,
         text=True,
         timeout=900,

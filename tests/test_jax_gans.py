@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.params import parse
-from tests.conftest import project_params, stage_env
+from tests.conftest import JAX_CPU, project_params, stage_env
 
 SCRIPT = r"""
 import json, sys
@@ -55,7 +55,7 @@ print(json.dumps(out))
 def run_on_jax(jit) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps(jit)],
-        env=stage_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"),
+        env=stage_env(KERAS_BACKEND="jax", **JAX_CPU),
         capture_output=True,
         text=True,
         timeout=600,
