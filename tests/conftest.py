@@ -178,7 +178,6 @@ LONGEST_FIRST = [
     "test_transfer.py",
     "test_resume.py",
     "test_team_stack.py",
-    "test_e2e_segmentation.py",
     "test_contract_data.py",
     "test_online_augment.py",
     "test_jax_gans.py",

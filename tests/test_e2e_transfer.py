@@ -1,8 +1,9 @@
-"""End to end: `dvc repro` imports the offline weights once, then trains the pretrained transfer
-model on the faces, tracked in MLflow with its two phases in one run; the lecture's learning curve
-(the transfer model's frozen backbone against the cnn from scratch) is drawn and logged. (The
-scratch model's path differs only in freezing, which tests/test_transfer.py covers; tracing its full
-backward pass would double this test's minutes.)"""
+"""End to end: `dvc repro` brings the imported offline weights (restored from the test session's run
+cache: the import itself runs in test_e2e_classification and test_jax_pipeline; what it wrote is
+checked here), then trains the pretrained transfer model on the faces, tracked in MLflow with its two
+phases in one run; the lecture's learning curve (the transfer model's frozen backbone against the cnn
+from scratch) is drawn and logged. (The scratch model's path differs only in freezing, which
+tests/test_transfer.py covers; tracing its full backward pass would double this test's minutes.)"""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_repro_imports_weights_and_trains_a_transfer_model(make_repo, dvc):
     params = faces_only(project_params())
     assert sorted(m["architecture"] for m in params["models"].values()) == ["cnn", "transfer"]
     assert params["lecture"]["learning_curve"]["pretrained"] == "transfer"
-    repo = make_repo(params, run_cache=False)  # the import runs here, not restored from the session's
+    repo = make_repo(params)
     dvc(repo, "repro")
 
     report = json.loads((repo / "data/weights/efficientnet_lite0.json").read_text())

@@ -1,6 +1,7 @@
 """Numbers a user can trust: BatchNorm's statistics belong to the weights they are evaluated with
 (training.estimate_batch_norm after every epoch), and files that cannot be decoded are found before
-the split is drawn (prepare), so stratified fractions hold over the usable images."""
+the split is drawn (prepare), so stratified fractions hold over the usable images. The three-epoch
+run's repository also carries the segmentation pipeline's end-to-end checks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import keras
 import numpy as np
 import pytest
+import yaml
+from mlflow.tracking import MlflowClient
 
 from pipeline.data import prepare as prep
 from pipeline.tools import sandbox
@@ -99,10 +102,11 @@ def final(history_csv, column: str) -> float:
         return float(list(csv.DictReader(f))[-1][column])
 
 
-@pytest.mark.slow
-def test_three_epochs_test_scores_match_training(tmp_path):
-    """`dvc exp run -S models.<m>.epochs=3`: test accuracy (unet: mean IoU) within 0.05 of the run's
-    final training figure, for the cnn, the unet and the transfer network from scratch."""
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    """A repository after `dvc exp run -S models.<m>.epochs=3 ... evaluate@<m>` of the cnn, the unet
+    and the transfer network from scratch; the segmentation pipeline's end-to-end checks read it too
+    (its U-Net is the one segmentation model: a second repository for them cost two minutes)."""
     params = only(project_params(), "cnn", "unet", "transfer_scratch")
     params["runtime"].update(verbose=0, workers=1)
     # Enough images for three epochs to fit (so train and test figures are both meaningful), few
@@ -111,13 +115,20 @@ def test_three_epochs_test_scores_match_training(tmp_path):
     params["datasets"]["tracks"].update(frames=240, image_size=32)
     params["models"]["cnn"]["batch_size"] = 16
     params["models"]["transfer_scratch"].update(input_size=32)
-    repo = sandbox.make_repo(tmp_path / "repo", params)
+    repo = sandbox.make_repo(tmp_path_factory.mktemp("three") / "repo", params)
     sets = ["models.cnn.epochs=3", "models.unet.epochs=3", "models.transfer_scratch.epochs=2"]
     sets.append("models.transfer_scratch.fine_tune_epochs=1")  # 2 + 1 epochs
     # Only these models' stages: the lecture's experiments and the report are not what is measured.
     targets = [f"evaluate@{m}" for m in ("cnn", "unet", "transfer_scratch")]
     run([str(BIN / "dvc"), "exp", "run", *(a for s in sets for a in ("-S", s)), *targets], repo)
-    reports = repo / "reports" / "models"
+    return repo
+
+
+@pytest.mark.slow
+def test_three_epochs_test_scores_match_training(three_epochs):
+    """`dvc exp run -S models.<m>.epochs=3`: test accuracy (unet: mean IoU) within 0.05 of the run's
+    final training figure, for the cnn, the unet and the transfer network from scratch."""
+    reports = three_epochs / "reports" / "models"
     seen = {}
     for model, train_column, test_key in (
         ("cnn", "accuracy", "accuracy"),
@@ -134,6 +145,65 @@ def test_three_epochs_test_scores_match_training(tmp_path):
     # re-estimate the cnn's test accuracy was 0.28 at 0.99 training accuracy).
     for model, (trained, tested) in seen.items():
         assert abs(tested - trained) <= 0.05, f"{model}: training {trained}, test {tested} ({seen})"
+
+
+SEGMENTATION_OUTS = (
+    "metrics.json",
+    "details.json",
+    "confusion.json",
+    "confusion.png",
+    "roc.png",
+    "roc.json",
+    "shift.png",
+    "overlays.png",
+)
+
+
+@pytest.mark.slow
+def test_segmentation_pipeline_end_to_end(three_epochs):
+    """The U-Net's prepare, augment, train and evaluate, read back from DVC and MLflow."""
+    repo = three_epochs
+    params = yaml.safe_load((repo / "params.yaml").read_text())  # as the experiment set them
+    manifest = json.loads((repo / "data/prepared/tracks/manifest.json").read_text())
+    assert manifest["task"] == "segmentation"
+    masks = np.load(repo / "data/augmented/tracks/train_y.npy")
+    frames = np.load(repo / "data/augmented/tracks/train_x.npy")
+    copies = 1 + params["augment"]["tracks"]["copies"]  # offline: the originals and their copies
+    assert masks.shape == frames.shape[:3] == (copies * manifest["images"]["train"], 32, 32)
+    assert (repo / "reports/datasets/tracks/augment_preview.png").stat().st_size > 0
+    # Every output the evaluate stage declares exists, and that part of the pipeline is up to date.
+    for name in SEGMENTATION_OUTS:
+        assert (repo / "reports/models/unet" / name).is_file(), name
+    pairs = json.loads((repo / "reports/models/unet/confusion.json").read_text())
+    assert pairs and set(pairs[0]) == {"actual", "predicted"}
+    assert "up to date" in run([str(BIN / "dvc"), "status", "evaluate@unet"], repo).stdout
+
+    metrics = json.loads((repo / "reports/models/unet/metrics.json").read_text())
+    assert {"mean_iou", "max_count_error"} <= set(metrics) and "per_class" not in metrics  # headline only
+    metrics |= json.loads((repo / "reports/models/unet/details.json").read_text())
+    assert metrics["task"] == "segmentation" and metrics["test_images"] == manifest["images"]["test"]
+    assert set(metrics["per_class"]) == {"background", "muon", "alpha", "beta"}
+    assert set(metrics["counts"]) == {"muon", "alpha", "beta"}
+    pixels = sum(sum(row.values()) for row in metrics["pixel_confusion"].values())
+    assert pixels == 32 * 32 * metrics["test_images"]
+    assert "mean_iou" in run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("convpipe")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.model = 'unet'")
+    assert len(runs) == 1
+    [unet] = runs
+    assert unet.data.tags["architecture"] == "unet" and unet.data.params["model.loss.dice"] == "1.0"
+    wanted = {"val_mean_iou", "val_iou_beta", "test_mean_iou", "test_iou_beta", "test_count_error_muon"}
+    assert wanted <= set(unet.data.metrics)
+    assert (
+        len(client.get_metric_history(unet.info.run_id, "val_mean_iou"))
+        == params["models"]["unet"]["epochs"]
+        == 3
+    )
+    assert unet.data.metrics["test_mean_iou"] == pytest.approx(metrics["mean_iou"])
+    artifacts = {a.path for a in client.list_artifacts(unet.info.run_id)}
+    assert {"overlays.png", "metrics.json", "confusion.png", "training_curves.png"} <= artifacts
 
 
 # ---------------------------------------------------------------------------------------------
