@@ -199,7 +199,7 @@ def _sqlite_creation_lock(uri: str) -> Iterator[None]:
 
 
 def use_experiment(tracking: Tracking) -> str:
-    """Point MLflow at the store and experiment (marked as model training); return the experiment id."""
+    """Point MLflow at the store and experiment (created marked as model training); return its id."""
     uri = tracking_uri(tracking)
     mlflow.set_tracking_uri(uri)
     with _sqlite_creation_lock(uri):
@@ -213,8 +213,8 @@ def use_experiment(tracking: Tracking) -> str:
             # still to come: wait for it), or not ours to read (the wait ends in the refusal).
             return _created_meanwhile(client, tracking.experiment)
     if exp is not None:
-        if KIND_TAG not in exp.tags:
-            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+        # Found: read only. The trainings mark its kind (await_write_permission), not every reader:
+        # a user who may only read it (evaluating a teammate's model) would be refused the write.
         return exp.experiment_id
     # Artifacts beside the default store, not in whatever folder the stage runs from.
     location = (repo_root() / "mlartifacts").as_uri() if _is_local_default(uri) else None
