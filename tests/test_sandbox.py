@@ -3,6 +3,7 @@ import_weights stage through DVC's run cache instead of running it, and gets the
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 
@@ -26,7 +27,9 @@ def test_a_sandbox_restores_import_weights_from_the_shared_run_cache(tmp_path):
     assert re.search(r"Stage 'import_weights' is cached - skipping run", out), out
     weights = seeded / "data/weights/efficientnet_lite0.weights.h5"
     assert weights.stat().st_size > 10_000_000
-    # Restored outputs are DVC's usual copies, not links into the shared folder.
+    # The bytes the shared cache holds, as DVC's usual copy, not a link into the shared folder.
+    md5 = hashlib.md5(weights.read_bytes()).hexdigest()
+    assert (seed / "files" / "md5" / md5[:2] / md5[2:]).is_file()
     assert weights.stat().st_nlink == 1
 
     plain = sandbox.make_repo(tmp_path / "plain", params, run_cache=False)
