@@ -27,7 +27,7 @@ repro: venv
 # per core, 2 cores were 78% busy (user+sys 45 of 58 core-minutes); with three, the suite took 27 min 9 s
 # against 28 min 52 s (2-core AMD EPYC, two slow tests also trimmed in between).
 # --no-loadscope-reorder: xdist otherwise hands out the files with the most tests first, so the
-# one-test end-to-end files (the JAX pipeline: 8 minutes) started last; tests/conftest.py orders the
+# one-test end-to-end files (the JAX pipeline: 8 minutes then) started last; tests/conftest.py orders the
 # files longest first.
 WORKERS ?= $(shell python3 -c "import os; print(min(4, len(os.sched_getaffinity(0)) + 1))")
 test: venv
