@@ -170,7 +170,6 @@ LONGEST_FIRST = [
     "test_compare_loop.py",
     "test_bench.py",
     "test_cluster_sweep.py",
-    "test_e2e_transfer.py",
     "test_early_errors.py",
     "test_gans.py",
     "test_symmetries.py",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import keras
@@ -11,7 +13,7 @@ import pytest
 from pipeline import training
 from pipeline.models.registry import build
 from pipeline.params import MlpParams
-from tests.conftest import entry
+from tests.conftest import ROOT, entry, stage_env
 
 
 def indexed(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -204,6 +206,32 @@ def test_runtime_setup_seeds_everything_and_asks_for_determinism(monkeypatch):
     assert draws() == draws()
     assert runtime.os.environ["TF_DETERMINISTIC_OPS"] == "1"
     assert runtime.os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_a_tensorflow_stage_process_starts_without_jax():
+    """runtime.setup keeps tf.lite's optional JAX import out of a fresh process on TensorFlow (0.8 s of
+    every stage's start-up) and the process trains; a process that has Keras already keeps JAX."""
+    script = (
+        "import sys, numpy as np\n"
+        "from pipeline import runtime\n"
+        "from tests.conftest import entry\n"
+        "keras = runtime.setup(entry('runtime', device='cpu'), seed=0)\n"
+        "model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+        "model.compile('sgd', 'mse')\n"
+        "model.fit(np.ones((4, 2)), np.ones(4), verbose=0)\n"
+        "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'jaxlib'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=stage_env(), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-1] == "['jax']", out.stdout  # the blocked name alone, never loaded
+    from pipeline import runtime
+
+    runtime.setup(entry("runtime", device="cpu"), seed=0)  # this process imported Keras long ago
+    import jax
+
+    assert jax.numpy.ones(1).shape == (1,)
 
 
 def test_asking_for_a_gpu_without_one_is_a_user_error():

@@ -1,7 +1,7 @@
 """Numbers a user can trust: BatchNorm's statistics belong to the weights they are evaluated with
 (training.estimate_batch_norm after every epoch), and files that cannot be decoded are found before
 the split is drawn (prepare), so stratified fractions hold over the usable images. The three-epoch
-run's repository also carries the segmentation pipeline's end-to-end checks."""
+run's repository also carries the segmentation and transfer pipelines' end-to-end checks."""
 
 from __future__ import annotations
 
@@ -105,9 +105,10 @@ def final(history_csv, column: str) -> float:
 @pytest.fixture(scope="module")
 def three_epochs(tmp_path_factory):
     """A repository after `dvc exp run -S models.<m>.epochs=3 ... evaluate@<m>` of the cnn, the unet
-    and the transfer network from scratch; the segmentation pipeline's end-to-end checks read it too
-    (its U-Net is the one segmentation model: a second repository for them cost two minutes)."""
-    params = only(project_params(), "cnn", "unet", "transfer_scratch")
+    and the transfer network from scratch, beside the pretrained transfer model and the lecture's
+    learning curve. The segmentation and transfer end-to-end checks read it too: each of them had a
+    repository of its own, minutes of stage start-ups for stages this run has already."""
+    params = only(project_params(), "cnn", "unet", "transfer_scratch", "transfer")
     params["runtime"].update(verbose=0, workers=1)
     # Enough images for three epochs to fit (so train and test figures are both meaningful), few
     # enough for minutes: the cnn's shapes at 200 per class, the unet's frames at 32x32.
@@ -115,11 +116,16 @@ def three_epochs(tmp_path_factory):
     params["datasets"]["tracks"].update(frames=240, image_size=32)
     params["models"]["cnn"]["batch_size"] = 16
     params["models"]["transfer_scratch"].update(input_size=32)
+    # The pretrained model at the smallest backbone input, one epoch per phase, two layers unfrozen;
+    # the learning curve at two points of one seed (its scratch network is the cnn).
+    params["models"]["transfer"].update(input_size=32, epochs=1, fine_tune_epochs=1, fine_tune_layers=2)
+    params["lecture"]["learning_curve"].update(per_class=[2, 4], seeds=1, epochs=2)
+    params["lecture"].update(feature_images=2, feature_channels=4)
     repo = sandbox.make_repo(tmp_path_factory.mktemp("three") / "repo", params)
     sets = ["models.cnn.epochs=3", "models.unet.epochs=3", "models.transfer_scratch.epochs=2"]
     sets.append("models.transfer_scratch.fine_tune_epochs=1")  # 2 + 1 epochs
-    # Only these models' stages: the lecture's experiments and the report are not what is measured.
-    targets = [f"evaluate@{m}" for m in ("cnn", "unet", "transfer_scratch")]
+    # These models' stages and the lecture (the learning curve); the report is not what is measured.
+    targets = [f"evaluate@{m}" for m in ("cnn", "unet", "transfer_scratch", "transfer")] + ["lecture"]
     run([str(BIN / "dvc"), "exp", "run", *(a for s in sets for a in ("-S", s)), *targets], repo)
     return repo
 
@@ -204,6 +210,54 @@ def test_segmentation_pipeline_end_to_end(three_epochs):
     assert unet.data.metrics["test_mean_iou"] == pytest.approx(metrics["mean_iou"])
     artifacts = {a.path for a in client.list_artifacts(unet.info.run_id)}
     assert {"overlays.png", "metrics.json", "confusion.png", "training_curves.png"} <= artifacts
+
+
+@pytest.mark.slow
+def test_transfer_pipeline_end_to_end(three_epochs):
+    """`dvc repro` brought the imported offline weights back (from the test session's run cache: the
+    import itself runs in test_e2e_classification and test_jax_pipeline; what it wrote is checked
+    here) and trained the pretrained transfer model on the faces, tracked in MLflow with its two
+    phases in one run; the lecture's learning curve (the transfer model's frozen backbone against the
+    cnn from scratch) is drawn and logged."""
+    repo = three_epochs
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    report = json.loads((repo / "data/weights/efficientnet_lite0.json").read_text())
+    assert report["photo_check"]["chelsea"]["top5"][0] in range(281, 286)
+    assert report["photo_check"]["coffee"]["top5"][0] in (967, 968)
+    assert (repo / "data/weights/efficientnet_lite0.weights.h5").stat().st_size > 10_000_000
+
+    manifest = json.loads((repo / "data/prepared/faces/manifest.json").read_text())
+    assert manifest["classes"] == ["not_face", "face"]
+    assert sum(sum(c.values()) for c in manifest["counts"].values()) == 200
+    assert manifest["shape"] == [25, 25, 1]
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(params["tracking"]["experiment"])
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {*params["models"], "learning_curve"}
+    run_ = runs["transfer"]
+    history = client.get_metric_history(run_.info.run_id, "phase")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == [1.0, 2.0]
+    assert 0.0 <= run_.data.metrics["test_accuracy"] <= 1.0
+    assert run_.data.tags["phase2_first_epoch"] == "2"
+    assert json.loads((repo / "reports/models/transfer/metrics.json").read_text())["test_images"] == 50
+
+    curve = json.loads((repo / "reports/lecture/learning_curve.json").read_text())
+    assert curve["models"] == {"pretrained": "transfer", "scratch": "cnn"} and curve["dataset"] == "shapes"
+    assert set(curve["accuracy"]["pretrained"]) == set(curve["accuracy"]["scratch"]) == {"2", "4"}
+    assert curve["training_images"] == {"2": 10, "4": 20}  # five classes
+    assert (repo / "reports/lecture/learning_curve.png").is_file()
+    logged = client.get_metric_history(runs["learning_curve"].info.run_id, "pretrained_test_accuracy")
+    assert sorted(m.step for m in logged) == [
+        2,
+        4,
+    ]  # the step is the images per class: the UI charts the curve
+    artifacts = {a.path for a in client.list_artifacts(runs["learning_curve"].info.run_id)}
+    assert {"learning_curve.json", "learning_curve.png"} <= artifacts
+
+    # What ran is up to date: the weights import is cached like every other stage.
+    status = run([str(BIN / "dvc"), "status", "lecture", "evaluate@transfer"], repo).stdout
+    assert "changed" not in status
 
 
 # ---------------------------------------------------------------------------------------------
