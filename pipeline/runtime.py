@@ -26,10 +26,12 @@ def setup(runtime: Runtime, seed: int) -> types.ModuleType:
         os.environ["TF_DETERMINISTIC_OPS"] = "1"
         os.environ.setdefault("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
     if runtime.backend == "tensorflow" and "keras" not in sys.modules:
-        # `import tensorflow` imports JAX when it is installed (tf.lite's optional JAX converter, which
-        # no stage uses): 0.8 s of every stage's start-up. None in sys.modules makes `import jax` raise
-        # ImportError, which tf.lite catches. Only in a process Keras has not been imported in yet (a
-        # stage's own), so that a process already holding JAX keeps it.
+        # `import tensorflow` imports JAX where it is installed (tf.lite's optional JAX converter,
+        # which no stage uses): about 1 s of CPU of every stage process's start-up (2-core AMD EPYC).
+        # None in sys.modules makes `import jax` raise ImportError, which tf.lite catches. Only in a
+        # process Keras is not imported in yet (a stage's own): one holding JAX already keeps it.
+        # Not the other way round: Keras on JAX uses TensorFlow where installed (import_weights'
+        # EfficientNet-Lite0 prediction failed without it).
         sys.modules.setdefault("jax", None)
     with stderr_filtered():  # TensorFlow's start-up messages (a stage's whole run is filtered too)
         import keras
