@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     from pipeline.stages.common import load_checked, start
 
-    params = load_checked()
+    params = load_checked(augmentations=False)
     p = params.model(args.name)
     shape, num_classes, origin = input_spec(params, p.dataset, args.data or Path("data/prepared") / p.dataset)
     start(params)

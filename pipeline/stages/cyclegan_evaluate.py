@@ -10,7 +10,7 @@ from pipeline.stages.common import load_checked, parser, start
 
 def main() -> None:
     args = parser(__doc__, "cyclegans", "data", "target", "model", "reports", "weights").parse_args()
-    params = load_checked()
+    params = load_checked(augmentations=False)
     params.gan(args.name)
     from pipeline import tracking
 

@@ -11,7 +11,7 @@ def main() -> None:
     args = parser(
         __doc__, "cyclegans", "data", "target", "out", "reports", "weights", "checkpoints"
     ).parse_args()
-    params = load_checked()
+    params = load_checked(augmentations=False)
     params.gan(args.name)
     from pipeline import tracking
 

@@ -9,7 +9,7 @@ from pipeline.stages.common import load_checked, parser, start
 
 def main() -> None:
     args = parser(__doc__, "dcgans", "data", "out", "reports", "weights", "checkpoints").parse_args()
-    params = load_checked()
+    params = load_checked(augmentations=False)
     params.gan(args.name)
     from pipeline import tracking
 

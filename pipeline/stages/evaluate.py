@@ -20,7 +20,7 @@ REPORTS = (
 
 def main() -> None:
     args = parser(__doc__, "models", "data", "model", "reports").parse_args()
-    params = load_checked()
+    params = load_checked(augmentations=False)
     p = params.model(args.name)
     from pipeline import tracking
 

@@ -18,7 +18,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, required=True, help="output folder for the Keras weights file")
     args = ap.parse_args()
-    params = load_checked()
+    params = load_checked(augmentations=False)
     start(params)
     from pipeline import tracking
     from pipeline.data.arrays import atomic_dir, write_json

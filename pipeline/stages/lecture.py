@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, required=True, help="folder of the imported ImageNet weights")
     ap.add_argument("--out", type=Path, required=True, help="output folder for the figures")
     args = ap.parse_args()
-    params = load_checked()
+    params = load_checked(augmentations=False)
     keras = start(params)
     from pipeline.data.arrays import atomic_dir, load_split, read_manifest, write_json
     from pipeline.lecture import feature_maps, filters

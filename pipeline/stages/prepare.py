@@ -8,7 +8,7 @@ from pipeline.stages.common import load_checked, parser
 
 def main() -> None:
     args = parser(__doc__, "datasets", "out").parse_args()
-    params = load_checked()
+    params = load_checked(augmentations=False)
     from pipeline.data.prepare import prepare
 
     manifest = prepare(args.name, params.dataset(args.name), params.seed, args.out, progress=True)

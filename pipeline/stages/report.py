@@ -20,7 +20,7 @@ def main() -> None:
     ):
         ap.add_argument(f"--{name}", type=Path, required=True, help=help_)
     args = ap.parse_args()
-    params = load_checked()
+    params = load_checked(augmentations=False)
     if not args.reports.is_dir():
         raise UserError(f"{args.reports}: no reports folder; run the pipeline first (dvc repro)")
     from pipeline.report import write_report
