@@ -22,7 +22,11 @@ from collections.abc import Iterator
 # GPU driver, cuInit's failure with error 303 (no libcuda: CPU it is); and during fits, TensorFlow
 # 2.21's tf.data graph rewrite (under op determinism a ParallelMapDatasetV2 becomes a MapDataset that
 # keeps the newer `use_unbounded_threadpool` attribute, which MapDataset's definition lacks: the
-# attribute is ignored, as the line itself says). Any other line, an error or a warning, still shows.
+# attribute is ignored, as the line itself says); and TensorFlow's retracing warning about Keras's
+# predict step: every model traces its own predict graph once per input shape, but TensorFlow counts
+# the traces of that one Python function across models, so a stage predicting with a dozen small
+# models (the lecture: learning curve, symmetries) is told to stop retracing what it traces once. Any
+# other line, an error or a warning (a retracing warning about any other function too), still shows.
 KNOWN_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\..*"
@@ -35,6 +39,8 @@ KNOWN_NOISE = re.compile(
     r"|E\d{4} [\d:. ]+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool "
     r"which is not in the op definition: Op<name=MapDataset; .* "
     r"NodeDef: \{\{node ParallelMapDatasetV2[^}]*\}\}"
+    r"|WARNING:tensorflow:\d+ out of the last \d+ calls to <function TensorFlowTrainer\.make_predict_function"
+    r"\.<locals>\.one_step_on_data_distributed at 0x[0-9a-f]+> triggered tf\.function retracing\. .*"
 )
 _LINE_END = re.compile(rb"(?<=[\r\n])")
 # Written into the pipe when the block ends: whatever the process wrote before is then passed on.

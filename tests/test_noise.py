@@ -44,3 +44,19 @@ def test_the_tf_data_line_is_noise_but_not_other_node_def_errors():
     assert KNOWN_NOISE.fullmatch(TF_DATA_LINE)
     assert not KNOWN_NOISE.fullmatch("E0000 00:00:1.0 1 node_def_util.cc:682] something else")
     assert not KNOWN_NOISE.fullmatch(TF_DATA_LINE.replace("use_unbounded_threadpool", "other_attr"))
+
+
+RETRACING = (
+    "WARNING:tensorflow:5 out of the last 12 calls to <function TensorFlowTrainer.make_predict_function."
+    "<locals>.one_step_on_data_distributed at 0x7f579150f380> triggered tf.function retracing. Tracing is "
+    "expensive and the excessive number of tracings could be due to (1) creating @tf.function "
+    "repeatedly in a loop, (2) passing tensors with different shapes, (3) passing Python objects."
+)
+
+
+def test_kerass_predict_retracing_is_noise_but_not_other_functions_retracing():
+    assert KNOWN_NOISE.fullmatch(RETRACING)
+    assert not KNOWN_NOISE.fullmatch(RETRACING.replace("make_predict_function", "make_train_function"))
+    assert not KNOWN_NOISE.fullmatch(
+        RETRACING.replace("TensorFlowTrainer.make_predict_function.<locals>.", "")
+    )
