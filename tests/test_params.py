@@ -271,16 +271,18 @@ def test_load_checked_without_augmentations_leaves_albumentations_unimported(tmp
         "print(load_checked(augmentations=False).seed, 'albumentations' in sys.modules)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+
+    def load() -> subprocess.CompletedProcess:  # in a fresh process: nothing imported yet
+        return subprocess.run(
+            [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    proc = load()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [str(raw["seed"]), "False"]
     raw["seed"] = "many"  # the schema is checked all the same
     write_params(tmp_path, raw)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    proc = load()
     assert proc.returncode != 0 and "seed" in proc.stderr
 
 

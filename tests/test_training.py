@@ -209,8 +209,8 @@ def test_runtime_setup_seeds_everything_and_asks_for_determinism(monkeypatch):
 
 
 def test_a_tensorflow_stage_process_starts_without_jax():
-    """runtime.setup keeps tf.lite's optional JAX import out of a fresh process on TensorFlow (0.8 s of
-    every stage's start-up) and the process trains; a process that has Keras already keeps JAX."""
+    """runtime.setup keeps tf.lite's optional JAX import out of a fresh process on TensorFlow (about 1 s
+    of every stage's start-up) and the process trains; a process that has Keras already keeps JAX."""
     script = (
         "import sys, numpy as np\n"
         "from pipeline import runtime\n"

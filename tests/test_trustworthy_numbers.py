@@ -214,7 +214,7 @@ def test_segmentation_pipeline_end_to_end(three_epochs):
 
 @pytest.mark.slow
 def test_transfer_pipeline_end_to_end(three_epochs):
-    """`dvc repro` brought the imported offline weights back (from the test session's run cache: the
+    """The experiment run brought the imported offline weights back (from the test session's run cache: the
     import itself runs in test_e2e_classification and test_jax_pipeline; what it wrote is checked
     here) and trained the pretrained transfer model on the faces, tracked in MLflow with its two
     phases in one run; the lecture's learning curve (the transfer model's frozen backbone against the
