@@ -13,6 +13,7 @@ import pytest
 from pipeline import params as P
 from pipeline.tools import sandbox
 from pipeline.tools.sandbox import BIN, ROOT, only, project_params  # noqa: F401 - shared with the test modules
+from tests import tiny_classification as tiny_classification_repo
 
 stage_env = sandbox.child_env
 
@@ -138,6 +139,13 @@ def shared_run_cache(tmp_path_factory):
     os.environ[sandbox.RUN_CACHE_ENV] = str(root / "import-weights-run-cache")
 
 
+@pytest.fixture(scope="session")
+def tiny_classification(tmp_path_factory) -> tiny_classification_repo.Reproduced:
+    """The tiny classification pipeline the files marked tiny_classification_repo.GROUP read in turn."""
+    path = tmp_path_factory.mktemp("tiny_classification") / "repo"
+    return tiny_classification_repo.reproduce(path, tiny(project_params()))
+
+
 @pytest.fixture
 def make_repo(tmp_path):
     """make_repo(params) -> path of a fresh git + DVC repository with the project's code and dvc.yaml
@@ -163,14 +171,15 @@ def dvc():
 # `--durations`), so that with `--dist loadfile` the workers do not end with one long file running
 # alone: longest first is the classic greedy schedule. Files not named keep their order after these.
 LONGEST_FIRST = [
+    # One unit for pytest-xdist (tests/tiny_classification.py), in the order they read its repository.
     "test_e2e_classification.py",
+    "test_compare_loop.py",
+    "test_early_errors.py",
     "test_trustworthy_numbers.py",
     "test_jax_pipeline.py",
     "test_team_pipeline.py",
-    "test_compare_loop.py",
     "test_bench.py",
     "test_cluster_sweep.py",
-    "test_early_errors.py",
     "test_gans.py",
     "test_symmetries.py",
     "test_bench_gpu.py",
@@ -191,3 +200,21 @@ LONGEST_FIRST = [
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without it (-p no:xdist)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (make test), with the files reading tests/tiny_classification.py's repository
+    as one unit: one worker builds it and runs them in turn. (pytest-xdist's `loadgroup` would do this
+    from marks, but under pytest 9 its worker no longer renames the tests it groups: it groups nothing.)
+    """
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRepositoryScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)  # the test's file
+            return "tiny_classification" if Path(scope).name in tiny_classification_repo.FILES else scope
+
+    return SharedRepositoryScheduling(config, log)

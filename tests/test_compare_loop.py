@@ -2,8 +2,9 @@
 with two jobs at once, compare (`dvc exp show`, `dvc plots diff`, the MLflow UI in Chromium) and
 promote the winner (`dvc exp apply` plus a commit; the registry's `champion` alias).
 
-The sweep runs once for this module (two queued `dvc exp run`s, each minutes of TensorFlow start-up
-on two cores); the tests read it, and the promote test, last, changes the workspace.
+The sweep runs once for this module, in tests/tiny_classification.py's reproduced repository (two
+queued `dvc exp run`s, each minutes of TensorFlow start-up on two cores); the tests read it, and the
+promote test, last, changes the workspace.
 """
 
 from __future__ import annotations
@@ -13,55 +14,36 @@ import socket
 import subprocess
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
-from pipeline.tools import sandbox
 from tests.chromium import CHROMIUM
-from tests.conftest import BIN, only, project_params, run, stage_env, tiny
+from tests.conftest import BIN, stage_env
+from tests.tiny_classification import CNN_EPOCHS, Reproduced
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 3  # metric steps each run must hold
 SWEEP = {"lr-low": "0.001", "lr-high": "0.01"}  # experiment name: models.cnn.lr
 
 
-@dataclass
-class Sweep:
-    repo: Path
-    params: dict
-
-    def dvc(self, *args: str, **env: str) -> str:
-        return run([str(BIN / "dvc"), *args], self.repo, **env).stdout
-
-    def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=f"sqlite:///{self.repo / 'mlflow.db'}")
-
-    def runs(self) -> dict[str, object]:
-        """The MLflow run of each swept experiment, by experiment name."""
-        client = self.client()
-        experiment = client.get_experiment_by_name(self.params["tracking"]["experiment"])
-        found = client.search_runs([experiment.experiment_id], filter_string="tags.model = 'cnn'")
-        return {r.data.tags["dvc_exp_name"]: r for r in found if "dvc_exp_name" in r.data.tags}
+def swept_runs(sweep: Reproduced) -> dict[str, object]:
+    """The MLflow run of each swept experiment, by experiment name."""
+    client = sweep.client()
+    experiment = client.get_experiment_by_name(sweep.params["tracking"]["experiment"])
+    found = client.search_runs([experiment.experiment_id], filter_string="tags.model = 'cnn'")
+    return {r.data.tags["dvc_exp_name"]: r for r in found if "dvc_exp_name" in r.data.tags}
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Sweep:
-    params = only(tiny(project_params()), "cnn")
-    params["models"]["cnn"]["epochs"] = EPOCHS
-    repo = sandbox.make_repo(tmp_path_factory.mktemp("loop") / "repo", params)
-    s = Sweep(repo, params)
-    s.dvc("repro")  # the defaults, reproduced and committed: the baseline the sweep is compared with
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "baseline"], repo)
+def sweep(tiny_classification) -> Reproduced:
+    s = tiny_classification
+    assert "Running stage" not in s.dvc("repro")  # the defaults, reproduced
+    s.commit("baseline")  # and committed: the baseline the sweep is compared with
     for name, lr in SWEEP.items():
         s.dvc("exp", "run", "--queue", "-n", name, "-S", f"models.cnn.lr={lr}")
-    # Two at once into one new SQLite store: neither may lose a write ("database is locked") or
-    # fail on the store's creation.
+    # Two at once into one SQLite store: neither may lose a write ("database is locked").
     s.dvc("exp", "run", "--run-all", "--jobs", "2")
     return s
 
@@ -75,12 +57,15 @@ def test_exp_show_fits_a_terminal_of_160_columns(sweep):
     # dependencies after the first to one trailing "…" column (its table's design), nothing else.
     names = header.replace("…", "").split()
     assert names[:4] == ["Experiment", "Created", "State", "Executor"], header
-    assert names[4:9] == ["accuracy", "macro_f1", "roc_auc", "shift_drop", "models.cnn.lr"], header
+    # Named as reports/metrics.json keys them (the metrics stage): with one metrics file per model, DVC
+    # prefixed each with its file's path (reports/models/cnn/metrics.json:accuracy), two filled the line.
+    headline = ["cnn.accuracy", "cnn.macro_f1", "cnn.roc_auc", "cnn.shift_drop"]
+    assert names[4:9] == [*headline, "models.cnn.lr"], header
     table = json.loads(sweep.dvc("exp", "show", "--only-changed", "--json"))
     for baseline in table:
         for exp in baseline.get("experiments") or []:
             data = exp["revs"][0]["data"]
-            metrics = data["metrics"]["reports/models/cnn/metrics.json"]["data"]
+            metrics = data["metrics"]["reports/metrics.json"]["data"]["cnn"]
             [row] = [line for line in lines if f"[{exp['name']}]" in line]
             cells = row.replace("…", "").split()
             for key in ("accuracy", "macro_f1", "roc_auc", "shift_drop"):
@@ -93,7 +78,7 @@ def test_exp_show_fits_a_terminal_of_160_columns(sweep):
 
 
 def test_parallel_runs_are_each_logged_completely(sweep):
-    runs = sweep.runs()
+    runs = swept_runs(sweep)
     assert set(runs) == set(SWEEP), runs.keys()
     client = sweep.client()
     manifest = json.loads((sweep.repo / "data/prepared/shapes/manifest.json").read_text())
@@ -101,7 +86,7 @@ def test_parallel_runs_are_each_logged_completely(sweep):
         assert r.info.status == "FINISHED", name
         for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
             steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, metric))
-            assert steps == list(range(EPOCHS)), (name, metric, steps)
+            assert steps == list(range(CNN_EPOCHS)), (name, metric, steps)
         assert r.data.params["model.lr"] == SWEEP[name]
         assert {"test_accuracy", "test_macro_f1", "test_images", "test_shift_2_accuracy"} <= set(
             r.data.metrics
@@ -125,7 +110,7 @@ def test_plots_diff_overlays_curves_and_shows_both_confusions(sweep):
     for name in ("history.csv", "confusion.json", "roc.json"):  # one figure each, both experiments in it
         [plot_id] = [p for p in revs if p.endswith(f"reports/models/cnn/{name}")]
         assert set(SWEEP) <= revs[plot_id], (name, revs[plot_id])
-    [roc] = [r for p, rs in shown["data"].items() if p.endswith("roc.json") for r in rs]
+    [roc] = [r for p, rs in shown["data"].items() if p.endswith("models/cnn/roc.json") for r in rs]
     assert roc["content"]["encoding"]["color"]["field"] == "class"  # pipeline/templates/roc.json
     out = sweep.repo / "plots"
     sweep.dvc("plots", "diff", *SWEEP, "-o", str(out))
@@ -164,7 +149,7 @@ def dump_dom(url: str, profile: Path) -> str:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install -y chromium)")
 def test_mlflow_ui_opens_on_the_runs_and_compares_them(sweep, tmp_path):
-    runs = sweep.runs()
+    runs = swept_runs(sweep)
     experiment_id = next(iter(runs.values())).info.experiment_id
     port = free_port()
     server = subprocess.Popen(
@@ -218,16 +203,14 @@ def test_promote_the_winner(sweep):
     for baseline in table:
         for exp in baseline.get("experiments") or []:
             data = exp["revs"][0]["data"]
-            metrics = data["metrics"]["reports/models/cnn/metrics.json"]["data"]
-            scores[exp["name"]] = metrics["accuracy"]
+            scores[exp["name"]] = data["metrics"]["reports/metrics.json"]["data"]["cnn"]["accuracy"]
     assert set(scores) == set(SWEEP)
-    sorted_show = sweep.dvc("exp", "show", "--only-changed", "--no-pager", "--sort-by", "accuracy")
+    sorted_show = sweep.dvc("exp", "show", "--only-changed", "--no-pager", "--sort-by", "cnn.accuracy")
     assert all(name in sorted_show for name in SWEEP)
     winner = max(scores, key=scores.get)
     baseline = json.loads((sweep.repo / "reports/models/cnn/metrics.json").read_text())["accuracy"]
     sweep.dvc("exp", "apply", winner)
-    run(["git", "add", "-A"], sweep.repo)
-    run(["git", "commit", "-q", "-m", f"promote {winner}"], sweep.repo)
+    sweep.commit(f"promote {winner}")
     assert "up to date" in sweep.dvc("status")
     committed = json.loads((sweep.repo / "reports/models/cnn/metrics.json").read_text())
     assert committed["accuracy"] == scores[winner]

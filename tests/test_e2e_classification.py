@@ -1,9 +1,10 @@
 """End to end on one tiny classification pipeline: `dvc repro` in a temporary git repository, read
 back through DVC, MLflow and Chromium; then what a user does next: rerun, edit, force, push (a queued
-sweep is tests/test_compare_loop.py's).
+sweep is tests/test_compare_loop.py's, mistakes in params.yaml tests/test_early_errors.py's).
 
-The repository is built and reproduced once for this module (each `dvc repro` of it means minutes of
-processes importing TensorFlow); every test leaves it as it found it, apart from git commits.
+The repository is tests/tiny_classification.py's, reproduced once for the three files (each `dvc repro`
+of it means minutes of processes importing TensorFlow); every test leaves it as it found it, apart from
+git commits.
 """
 
 from __future__ import annotations
@@ -13,51 +14,22 @@ import json
 import re
 import shutil
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
-from pipeline.tools import sandbox
 from tests.chromium import CHROMIUM, render_in_chromium
-from tests.conftest import BIN, only, project_params, run, tiny
+from tests.conftest import run
+from tests.tiny_classification import DATASETS, MODELS
 
 pytestmark = pytest.mark.slow
 
-# Two models on one dataset (editing one must rerun it alone) and the lecture's filter_net on a second
-# dataset, so that the lecture and report stages have every figure to draw.
-MODELS = ("filter_net", "mlp", "cnn")
-DATASETS = ("angle_vs_rest", "shapes")
 
-
-@dataclass
-class Reproduced:
-    repo: Path
-    params: dict
-    stdout: str  # of the first `dvc repro`
-
-    def dvc(self, *args: str, repo: Path | None = None) -> str:
-        return run([str(BIN / "dvc"), *args], repo or self.repo).stdout
-
-    def commit(self, message: str) -> None:
-        run(["git", "add", "-A"], self.repo)
-        if run(["git", "status", "--porcelain"], self.repo).stdout.strip():
-            run(["git", "commit", "-q", "-m", message], self.repo)
-
-    def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=f"sqlite:///{self.repo / 'mlflow.db'}")
-
-
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory) -> Reproduced:
-    params = only(tiny(project_params()), *MODELS)
-    params["lecture"].update(feature_images=2, feature_channels=4)
-    # Every stage runs here, import_weights too: not restored from the session's run cache.
-    repo = sandbox.make_repo(tmp_path_factory.mktemp("e2e") / "repo", params, run_cache=False)
-    return Reproduced(repo, params, run([str(BIN / "dvc"), "repro"], repo).stdout)
+@pytest.fixture
+def reproduced(tiny_classification):
+    return tiny_classification
 
 
 def per_key(stages) -> set[str]:
@@ -78,7 +50,7 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
         *(f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS),
     }
     ran = set(re.findall(r"Running stage '([^']+)'", reproduced.stdout))
-    assert per_key(ran) == stages and {"import_weights", "lecture", "report"} <= ran
+    assert per_key(ran) == stages and {"import_weights", "lecture", "metrics", "report"} <= ran
     # Every output the lock file records exists, and the ones the issue names among them.
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == ran
@@ -102,12 +74,15 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
     assert (repo / "data/models/cnn/model.keras").is_file()
     assert not list(repo.glob("data/**/*.partial")), "scratch folders must not outlive a stage"
 
+    # The one DVC metrics file holds every model's metrics.json under its name (the metrics stage).
     shown = json.loads(reproduced.dvc("metrics", "show", "--json"))
     [files] = [rev["data"] for rev in shown.values()]  # one revision: the workspace
+    assert list(files) == ["reports/metrics.json"]
+    gathered = files["reports/metrics.json"]["data"]
+    assert sorted(gathered) == sorted(MODELS)
     for m in MODELS:
         reported = json.loads((repo / f"reports/models/{m}/metrics.json").read_text())
-        accuracy = files[f"reports/models/{m}/metrics.json"]["data"]["accuracy"]
-        assert accuracy == reported["accuracy"] and 0.0 <= accuracy <= 1.0
+        assert gathered[m] == reported and 0.0 <= reported["accuracy"] <= 1.0
 
 
 def test_second_repro_runs_nothing(reproduced):
@@ -134,7 +109,7 @@ def test_every_model_is_one_mlflow_run_holding_its_model(reproduced):
         manifest = json.loads((repo / f"data/prepared/{dataset}/manifest.json").read_text())
         metrics = json.loads((repo / f"reports/models/{m}/metrics.json").read_text())
         history = client.get_metric_history(r.info.run_id, "val_loss")
-        assert [h.step for h in history] == [0]  # one per epoch
+        assert [h.step for h in history] == list(range(params["models"][m]["epochs"]))  # one per epoch
         assert {"loss", "accuracy", "val_accuracy"} <= set(r.data.metrics)
         assert r.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])  # evaluate, same run
         assert r.data.params["model.lr"] == str(params["models"][m]["lr"])

@@ -7,68 +7,37 @@ that looks like an error when nothing is wrong."""
 from __future__ import annotations
 
 import re
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.models.classifiers import collapsed_block
 from pipeline.noise import KNOWN_NOISE
-from pipeline.tools import sandbox
-from tests.conftest import BIN, only, project_params, tiny
 
 pytestmark = pytest.mark.slow
 
-MISSING_DATASET = "models.cnn.dataset: no dataset 'shapez'; valid: shapes (closest: shapes)"
+MISSING_DATASET = "models.cnn.dataset: no dataset 'shapez'; valid: angle_vs_rest, shapes (closest: shapes)"
 # What a user reads as a failure: TensorFlow's E/F log lines, cuInit, tracebacks, "error", "failed".
 LOOKS_LIKE_AN_ERROR = re.compile(r"^[EF]\d{4} |cuInit|Traceback|\berror\b|\bfailed\b|CUDA", re.I | re.M)
 
 
-def user_env() -> dict[str, str]:
-    """A user's shell: no TF_CPP_MIN_LOG_LEVEL of the test harness (the stages set their own)."""
-    env = sandbox.child_env()
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    return env
+@pytest.fixture
+def reproduced(tiny_classification):
+    """tests/tiny_classification.py's repository: its first `dvc repro` ran in a user's environment
+    (no TF_CPP_MIN_LOG_LEVEL of the test harness; the stages set their own)."""
+    return tiny_classification
 
 
-@dataclass
-class Repo:
-    path: Path
-    first: subprocess.CompletedProcess  # the first `dvc repro`
-
-    def dvc(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(BIN / "dvc"), *args], cwd=self.path, env=user_env(), capture_output=True, text=True
-        )
-
-    def restore(self) -> None:
-        """params.yaml and dvc.yaml as committed (a failed `dvc exp run -S` leaves its edit)."""
-        subprocess.run(["git", "checkout", "-q", "--", "params.yaml", "dvc.yaml"], cwd=self.path, check=True)
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Repo:
-    params = only(tiny(project_params()), "cnn")
-    path = sandbox.make_repo(tmp_path_factory.mktemp("early") / "repo", params)
-    first = subprocess.run(
-        [str(BIN / "dvc"), "repro"], cwd=path, env=user_env(), capture_output=True, text=True
-    )
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    return Repo(path, first)
-
-
-def test_stages_show_no_cuda_start_up_errors_on_a_cpu_machine(repo):
-    out = repo.first.stdout + repo.first.stderr
+def test_stages_show_no_cuda_start_up_errors_on_a_cpu_machine(reproduced):
+    out = reproduced.first.stdout + reproduced.first.stderr
     assert "Running stage 'train@cnn'" in out and "train cnn: best epoch" in out
     assert "cuInit" not in out and "CUDA" not in out and "cuda" not in out
     # Nor TensorFlow's start-up banner and notices (they are not errors, but say nothing useful).
     assert "absl::InitializeLog" not in out and "oneDNN" not in out
 
 
-def test_a_stage_shows_no_line_that_looks_like_an_error(repo):
-    out = repo.first.stdout + repo.first.stderr
+def test_a_stage_shows_no_line_that_looks_like_an_error(reproduced):
+    out = reproduced.first.stdout + reproduced.first.stderr
     assert not LOOKS_LIKE_AN_ERROR.findall(out), [
         line for line in out.splitlines() if LOOKS_LIKE_AN_ERROR.search(line)
     ]
@@ -77,71 +46,71 @@ def test_a_stage_shows_no_line_that_looks_like_an_error(repo):
     assert "Registered model" not in out and "Created version" not in out, out
 
 
-def test_second_repro_runs_nothing_and_an_edit_reruns_that_model(repo):
-    again = repo.dvc("repro")
+def test_second_repro_runs_nothing_and_an_edit_reruns_that_model(reproduced):
+    again = reproduced.run_dvc("repro")
     assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
     try:
-        params = yaml.safe_load((repo.path / "params.yaml").read_text())
+        params = yaml.safe_load((reproduced.repo / "params.yaml").read_text())
         params["lecture"]["feature_images"] += 1  # a param only the lecture stage reads
-        (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        edited = repo.dvc("repro")
+        (reproduced.repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        edited = reproduced.run_dvc("repro")
         ran = set(re.findall(r"Running stage '([^']+)'", edited.stdout))
         assert edited.returncode == 0 and ran == {"check", "lecture", "report"}, edited.stdout
     finally:
-        repo.restore()
-        assert repo.dvc("repro").returncode == 0
+        reproduced.restore()
+        assert reproduced.run_dvc("repro").returncode == 0
 
 
 @pytest.mark.parametrize("command", ["repro", "exp run"])
-def test_a_model_naming_a_missing_dataset_ends_in_the_projects_line(repo, command):
+def test_a_model_naming_a_missing_dataset_ends_in_the_projects_line(reproduced, command):
     try:
         if command == "repro":
-            params = yaml.safe_load((repo.path / "params.yaml").read_text())
+            params = yaml.safe_load((reproduced.repo / "params.yaml").read_text())
             params["models"]["cnn"]["dataset"] = "shapez"
-            (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            proc = repo.dvc("repro")
+            (reproduced.repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            proc = reproduced.run_dvc("repro")
         else:
-            proc = repo.dvc("exp", "run", "-S", "models.cnn.dataset=shapez")
+            proc = reproduced.run_dvc("exp", "run", "-S", "models.cnn.dataset=shapez")
         out = proc.stdout + proc.stderr
         assert MISSING_DATASET in out, out[-3000:]
         assert "No such file" not in out and "Errno" not in out
         assert "Running stage 'train@cnn'" not in out
     finally:
-        repo.restore()
+        reproduced.restore()
 
 
-def test_a_yaml_syntax_error_names_the_file_and_line(repo):
+def test_a_yaml_syntax_error_names_the_file_and_line(reproduced):
     try:
-        lines = (repo.path / "params.yaml").read_text().splitlines()
+        lines = (reproduced.repo / "params.yaml").read_text().splitlines()
         at = next(i for i, line in enumerate(lines) if line.startswith("seed:"))
         lines[at] = "seed: [42"
-        (repo.path / "params.yaml").write_text("\n".join(lines) + "\n")
+        (reproduced.repo / "params.yaml").write_text("\n".join(lines) + "\n")
         for args in (("repro",), ("exp", "run")):
-            proc = repo.dvc(*args)
+            proc = reproduced.run_dvc(*args)
             out = proc.stdout + proc.stderr
             assert proc.returncode != 0 and "'params.yaml'" in out and f"line {at + 1}," in out, out
     finally:
-        repo.restore()
+        reproduced.restore()
 
 
-def test_a_missing_params_file_is_named_missing(repo):
+def test_a_missing_params_file_is_named_missing(reproduced):
     try:
-        (repo.path / "params.yaml").unlink()
+        (reproduced.repo / "params.yaml").unlink()
         for args in (("repro",), ("exp", "run")):
-            proc = repo.dvc(*args)
+            proc = reproduced.run_dvc(*args)
             out = proc.stdout + proc.stderr
             assert proc.returncode != 0 and "'params.yaml' does not exist" in out, out
             assert "Could not find" not in out
     finally:
-        repo.restore()
+        reproduced.restore()
 
 
-def test_a_cnn_pooled_down_to_one_pixel_warns_naming_the_key_and_the_block(repo):
+def test_a_cnn_pooled_down_to_one_pixel_warns_naming_the_key_and_the_block(reproduced):
     # tiny() draws 16x16 shapes: four 2x2 poolings leave 1x1, so blocks 5 and 6 see one pixel.
     try:
         # The warning comes from the train stage: the experiment goes that far (evaluate, lecture and
         # report of the pooled-down cnn would add a minute and show nothing more).
-        proc = repo.dvc("exp", "run", "-S", "models.cnn.filters=[4,4,4,4,4,4]", "train@cnn")
+        proc = reproduced.run_dvc("exp", "run", "-S", "models.cnn.filters=[4,4,4,4,4,4]", "train@cnn")
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-3000:]
         assert (
@@ -149,7 +118,7 @@ def test_a_cnn_pooled_down_to_one_pixel_warns_naming_the_key_and_the_block(repo)
             in out
         )
     finally:
-        repo.restore()
+        reproduced.restore()
 
 
 def test_collapsed_block_only_where_the_map_is_one_pixel():

@@ -40,6 +40,25 @@ def test_a_peak_inside_a_ring_points_at_the_ring():
     assert gradcam.pointing_hits(outside, ring).tolist() == [0.0]
 
 
+def test_a_peak_inside_a_nicked_ring_points_at_the_ring():
+    """shapes cuts one-pixel nicks into a ring's '/' arc; the ring's middle still counts as the ring."""
+    from scipy import ndimage
+
+    for seed in range(50):  # the first ring whose nick leaves it open to plain hole filling
+        _, figure = shapes.render_with_figure("ring", np.random.default_rng([seed, 3]), 32, max_stroke=1)
+        if not (ndimage.binary_fill_holes(figure) & ~figure.astype(bool)).any():
+            break
+    else:
+        pytest.fail("no nicked ring among 50 draws")
+    rows, cols = np.nonzero(figure)
+    centre = np.zeros((1, 32, 32))
+    centre[0, round(rows.mean()), round(cols.mean())] = 1.0  # the ring's middle
+    assert ndimage.distance_transform_edt(figure == 0)[round(rows.mean()), round(cols.mean())] > 2
+    assert gradcam.pointing_hits(centre, figure[None]).tolist() == [1.0]
+    area = gradcam.figure_area(figure)
+    assert not area[figure == 0].all() and (area >= figure.astype(bool)).all()  # holes only, not the outside
+
+
 def test_shapes_know_where_the_figure_is_and_draw_the_same_image():
     for kind in ("angle", "ring", "noise"):
         image, figure = shapes.render_with_figure(kind, np.random.default_rng([1, 2]), 32)

@@ -124,8 +124,10 @@ def three_epochs(tmp_path_factory):
     repo = sandbox.make_repo(tmp_path_factory.mktemp("three") / "repo", params)
     sets = ["models.cnn.epochs=3", "models.unet.epochs=3", "models.transfer_scratch.epochs=2"]
     sets.append("models.transfer_scratch.fine_tune_epochs=1")  # 2 + 1 epochs
-    # These models' stages and the lecture (the learning curve); the report is not what is measured.
-    targets = [f"evaluate@{m}" for m in ("cnn", "unet", "transfer_scratch", "transfer")] + ["lecture"]
+    # These models' stages, the lecture (the learning curve) and the gathered headline metrics; the
+    # report is not what is measured.
+    targets = [f"evaluate@{m}" for m in ("cnn", "unet", "transfer_scratch", "transfer")]
+    targets += ["lecture", "metrics"]
     run([str(BIN / "dvc"), "exp", "run", *(a for s in sets for a in ("-S", s)), *targets], repo)
     return repo
 
@@ -192,7 +194,9 @@ def test_segmentation_pipeline_end_to_end(three_epochs):
     assert set(metrics["counts"]) == {"muon", "alpha", "beta"}
     pixels = sum(sum(row.values()) for row in metrics["pixel_confusion"].values())
     assert pixels == 32 * 32 * metrics["test_images"]
-    assert "mean_iou" in run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout
+    shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout)
+    [files] = [rev["data"] for rev in shown.values()]  # the workspace: reports/metrics.json, by model
+    assert files["reports/metrics.json"]["data"]["unet"]["mean_iou"] == metrics["mean_iou"]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("convpipe")

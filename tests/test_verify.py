@@ -28,7 +28,8 @@ out = Path("reports/models/toy")
 out.mkdir(parents=True, exist_ok=True)
 noise = float(os.environ.get("NOISE", "0"))
 (out / "weights.txt").write_text(repr(0.5 + noise))
-(out / "metrics.json").write_text(json.dumps({"accuracy": 0.9 + noise, "test_images": 100}))
+# As the metrics stage gathers them: every model's headline metrics under its name.
+Path("reports/metrics.json").write_text(json.dumps({"toy": {"accuracy": 0.9 + noise, "test_images": 100}}))
 """
 DVC_YAML = """stages:
   data:
@@ -41,7 +42,7 @@ DVC_YAML = """stages:
     params: [seed]
     outs: [reports/models/toy/weights.txt]
     metrics:
-      - reports/models/toy/metrics.json:
+      - reports/metrics.json:
           cache: false
 """
 
@@ -108,9 +109,7 @@ def test_a_metric_outside_its_tolerance_is_named(repo):
     v = verify.verify(repo, tolerance())
     assert v.verdict == "not reproduced" and not v.ok
     [line] = v.outside
-    assert (
-        line.startswith("reports/models/toy/metrics.json: accuracy: 0.9 -> 0.95") and "tolerance 0.02" in line
-    )
+    assert line.startswith("reports/metrics.json: toy.accuracy: 0.9 -> 0.95") and "tolerance 0.02" in line
     proc = cli(repo)
     assert proc.returncode == 1
     assert proc.stdout.startswith("not reproduced: 1 metric(s)") and "accuracy: 0.9 -> 0.95" in proc.stdout
@@ -118,20 +117,18 @@ def test_a_metric_outside_its_tolerance_is_named(repo):
 
 def test_a_per_model_tolerance_wins_over_the_metric_name():
     t = P.Verify(tolerance={"accuracy": 0.02, "toy.accuracy": 0.1})
-    outside, within = verify.judge(
-        {"reports/models/toy/metrics.json": {"accuracy": {"old": 0.9, "new": 0.95}}}, t
-    )
+    outside, within = verify.judge({"reports/metrics.json": {"toy.accuracy": {"old": 0.9, "new": 0.95}}}, t)
     assert not outside and len(within) == 1
-    outside, _ = verify.judge({"reports/models/cnn/metrics.json": {"accuracy": {"old": 0.9, "new": 0.95}}}, t)
+    outside, _ = verify.judge({"reports/metrics.json": {"cnn.accuracy": {"old": 0.9, "new": 0.95}}}, t)
     assert len(outside) == 1
 
 
 def test_a_missing_metric_or_tolerance_is_named():
     t = P.Verify(tolerance={"accuracy": 0.02})
-    outside, _ = verify.judge({"reports/models/a/metrics.json": {"accuracy": {"old": 0.9, "new": None}}}, t)
-    assert outside == ["reports/models/a/metrics.json: accuracy: 0.9 -> None"]
-    with pytest.raises(UserError, match=r"verify.tolerance: no tolerance for fid .*add `fid: "):
-        verify.judge({"reports/models/g/metrics.json": {"fid": {"old": 1.0, "new": 1.0}}}, t)
+    outside, _ = verify.judge({"reports/metrics.json": {"a.accuracy": {"old": 0.9, "new": None}}}, t)
+    assert outside == ["reports/metrics.json: a.accuracy: 0.9 -> None"]
+    with pytest.raises(UserError, match=r"verify.tolerance: no tolerance for fid .*add `fid: .* or `g.fid: "):
+        verify.judge({"reports/metrics.json": {"g.fid": {"old": 1.0, "new": 1.0}}}, t)
 
 
 def test_a_pipeline_not_reproduced_yet_is_one_error_line(repo):

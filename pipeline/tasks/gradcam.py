@@ -13,7 +13,10 @@ backend's own tool: tf.GradientTape on TensorFlow, jax.grad on JAX (the head is 
 the features there), torch.autograd on PyTorch.
 
 Pointing: the heatmap's peak is a hit when it lies on the figure or within `POINTING_TOLERANCE`
-pixels of it (Euclidean), counted over correctly classified test images that hold a figure.
+pixels of it (Euclidean), counted over correctly classified test images that hold a figure. The
+figure is its strokes and what they enclose; the holes are found on the strokes thickened by one
+pixel: `shapes` nicks a ring's '/' arc (one pixel, so that no ring draws an angle's '/' run), and the
+nick must not open the ring.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ POINTING_TOLERANCE = 2.0  # pixels: a peak this close to a figure pixel points a
 SHOWN = 8  # images per row of gradcam.png: a row of mistakes, a row of correct answers
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D)
 BLOCK_TYPES = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU)
+BRIDGE = np.ones((3, 3), bool)  # thickening by one pixel closes gaps of up to 2 pixels in a stroke
 
 
 def feature_layer(model: keras.Model) -> tuple[int, str] | None:
@@ -137,13 +141,23 @@ def peaks(maps: np.ndarray) -> np.ndarray:
     return np.stack(np.unravel_index(flat, maps.shape[1:]), axis=1)
 
 
+def figure_area(mask: np.ndarray) -> np.ndarray:
+    """The figure's strokes and what they enclose, also where a one-pixel nick (pipeline.data.shapes
+    breaks '/' runs so) leaves a ring open: its holes are those of the strokes thickened by one pixel.
+    Only the holes are added, not the thickening: the tolerance stays measured from the strokes."""
+    mask = np.asarray(mask) > 0
+    thick = ndimage.binary_dilation(mask, BRIDGE)
+    return ndimage.binary_fill_holes(mask) | (ndimage.binary_fill_holes(thick) & ~thick)
+
+
 def pointing_hits(maps: np.ndarray, figures: np.ndarray, tolerance: float = POINTING_TOLERANCE) -> np.ndarray:
     """Per image: 1.0 if the map's peak lies on the figure or within `tolerance` pixels, 0.0 if not,
     NaN if the image holds no figure. The figure is its strokes and what they enclose: a peak in a
-    ring's middle points at the ring (measured on the cnn: rings 0.19 on the strokes alone, 0.67 so)."""
+    ring's middle points at the ring (measured on the cnn: rings 0.19 on the strokes alone, 0.67 with
+    the holes of unbroken rings only, 1.00 with nicked rings closed too; the cnn 0.783 -> 0.867)."""
     hits = np.full(len(maps), np.nan)
     for i, ((r, c), mask) in enumerate(zip(peaks(maps), figures, strict=True)):
-        mask = ndimage.binary_fill_holes(np.asarray(mask) > 0)
+        mask = figure_area(mask)
         if mask.any():
             hits[i] = float(ndimage.distance_transform_edt(~mask)[r, c] <= tolerance)
     return hits

@@ -84,23 +84,20 @@ def committed_lock(repo: Path, rev: str) -> dict:
     return yaml.safe_load(proc.stdout)
 
 
-def metric_owner(path: str) -> str:
-    """reports/models/cnn/metrics.json -> cnn: the name `verify.tolerance` keys are prefixed with."""
-    return Path(path).parent.name
-
-
 def judge(diff: dict, tolerance: Verify) -> tuple[list[str], list[str]]:
-    """(outside, within) lines from `dvc metrics diff --all --json`'s mapping."""
+    """(outside, within) lines from `dvc metrics diff --all --json`'s mapping: reports/metrics.json's
+    keys are `<model>.<metric>` (the metrics stage), the form of `verify.tolerance`'s specific keys."""
     outside, within = [], []
     for path, metrics in sorted(diff.items()):
-        for metric, change in sorted(metrics.items()):
+        for key, change in sorted(metrics.items()):
             old, new = change.get("old"), change.get("new")
-            where = f"{path}: {metric}"
-            allowed = tolerance.allowed(metric_owner(path), metric)
+            where = f"{path}: {key}"
+            owner, _, metric = key.partition(".")
+            allowed = tolerance.allowed(owner, metric)
             if allowed is None:
                 raise UserError(
-                    f"params.yaml: verify.tolerance: no tolerance for {metric} ({path}); "
-                    f"add `{metric}: <largest absolute difference>` or `{metric_owner(path)}.{metric}: ...`"
+                    f"params.yaml: verify.tolerance: no tolerance for {metric} ({key} in {path}); "
+                    f"add `{metric}: <largest absolute difference>` or `{key}: ...`"
                 )
             if old == new:
                 continue
