@@ -187,7 +187,6 @@ LONGEST_FIRST = [
     "test_resume.py",
     "test_team_stack.py",
     "test_contract_data.py",
-    "test_online_augment.py",
     "test_jax_gans.py",
     "test_tracking_server.py",
     "test_report.py",

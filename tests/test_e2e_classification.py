@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from pipeline.data import augment
 from tests.chromium import CHROMIUM, render_in_chromium
 from tests.conftest import run
 from tests.tiny_classification import DATASETS, MODELS
@@ -72,6 +73,10 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
         }
     assert expected <= outs
     assert (repo / "data/models/cnn/model.keras").is_file()
+    # Online augmentation: the split as prepared and the recipe the train stage draws from, no copies.
+    prepared, augmented = repo / "data/prepared/shapes", repo / "data/augmented/shapes"
+    assert (augmented / "train_x.npy").read_bytes() == (prepared / "train_x.npy").read_bytes()
+    assert (augmented / augment.ONLINE_FILE).is_file()
     assert not list(repo.glob("data/**/*.partial")), "scratch folders must not outlive a stage"
 
     # The one DVC metrics file holds every model's metrics.json under its name (the metrics stage).
@@ -180,6 +185,7 @@ def test_editing_one_model_makes_only_it_stale(reproduced):
 
 
 def test_forced_rerun_reproduces_every_output_byte_for_byte(reproduced):
+    """Every stage again: the same bytes, the online augmentation's draws by two workers included."""
     lock = reproduced.repo / "dvc.lock"
     first = lock.read_text()
     reproduced.dvc("repro", "-f")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from pipeline.data import augment
 from pipeline.params import Transform
 from pipeline.training import ArrayBatches
-from tests.conftest import entry, only, project_params, tiny
+from tests.conftest import entry
 
 NOISY = [
     Transform(name="GaussNoise", p=1.0, args={"std_range": [0.05, 0.2]}),
@@ -131,20 +130,7 @@ def test_masks_move_with_their_images(tmp_path, workers):
     assert moved > 0
 
 
-@pytest.mark.slow
-def test_online_pipeline_reruns_byte_identical(make_repo, dvc):
-    p = only(tiny(project_params()), "cnn")
-    p["runtime"]["workers"] = 2
-    p["augment"]["shapes"]["mode"] = "online"
-    repo = make_repo(p)
-    dvc(repo, "repro", "train@cnn")
-    prepared, augmented = repo / "data/prepared/shapes", repo / "data/augmented/shapes"
-    assert (augmented / "train_x.npy").read_bytes() == (prepared / "train_x.npy").read_bytes()
-    assert (augmented / augment.ONLINE_FILE).is_file()
-    assert (repo / "reports/datasets/shapes/augment_preview.png").is_file()
-    first = hashlib.md5((repo / "data/models/cnn/model.keras").read_bytes()).hexdigest()
-    dvc(repo, "repro", "--force", "--single-item", "train@cnn")
-    assert hashlib.md5((repo / "data/models/cnn/model.keras").read_bytes()).hexdigest() == first
+# The online pipeline's byte-identical rerun (two workers): tests/test_e2e_classification.py's forced rerun.
 
 
 def _split(folder):

@@ -88,6 +88,10 @@ def reproduce(repo: Path, tiny_params: dict) -> Reproduced:
     repository at `repo`, reproduced with `dvc repro`."""
     params = only(tiny_params, *MODELS)
     params["models"]["cnn"]["epochs"] = CNN_EPOCHS
+    # The cnn's and mlp's shapes augmented online, drawn by two worker processes: the forced rerun
+    # (test_e2e_classification) shows those draws reproduce byte for byte.
+    params["augment"]["shapes"]["mode"] = "online"
+    params["runtime"]["workers"] = 2
     params["lecture"].update(feature_images=2, feature_channels=4)
     # Every stage runs here, import_weights too: not restored from the session's run cache.
     sandbox.make_repo(repo, params, run_cache=False)
