@@ -123,6 +123,17 @@ def test_a_per_model_tolerance_wins_over_the_metric_name():
     assert len(outside) == 1
 
 
+def test_a_commit_with_a_metrics_file_per_model_is_judged_by_its_keys():
+    """A commit before the metrics stage: reports/models/<model>/metrics.json, keys without the model."""
+    t = P.Verify(tolerance={"accuracy": 0.02, "toy.accuracy": 0.1})
+    assert verify.metric_of("reports/models/toy/metrics.json", "accuracy") == ("toy", "accuracy")
+    assert verify.metric_of("reports/metrics.json", "toy.accuracy") == ("toy", "accuracy")
+    outside, within = verify.judge(
+        {"reports/models/toy/metrics.json": {"accuracy": {"old": 0.9, "new": None}}}, t
+    )
+    assert outside == ["reports/models/toy/metrics.json: accuracy: 0.9 -> None"] and not within
+
+
 def test_a_missing_metric_or_tolerance_is_named():
     t = P.Verify(tolerance={"accuracy": 0.02})
     outside, _ = verify.judge({"reports/metrics.json": {"a.accuracy": {"old": 0.9, "new": None}}}, t)

@@ -4,10 +4,10 @@ push), test_compare_loop (a queued sweep, compare, promote) and test_early_error
 `dvc repro` printed; mistakes in params.yaml). Each of them had a repository of its own: minutes of
 stage processes importing TensorFlow for the same few stages.
 
-tests/conftest.py hands the three files (FILES) to one pytest-xdist worker as one unit, in the order
-it sorts them: each leaves the repository as it found it, apart from git commits,
-experiments and MLflow runs, which only the files after it see (the sweep sees none of the e2e
-file's; the early-errors file's one experiment comes after the sweep's checks).
+tests/conftest.py hands the three files (FILES) to one pytest-xdist worker as one unit, in this
+order. Each leaves the repository as it found it, apart from what the files after it can live with:
+git commits, MLflow runs (the sweep's checks count only runs of its experiments) and experiments (the
+early-errors file's one comes after the sweep's checks).
 """
 
 from __future__ import annotations
@@ -37,11 +37,18 @@ def user_env() -> dict[str, str]:
     return env
 
 
+def run_dvc(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`dvc args` in `repo` as a user runs it, whatever its exit status."""
+    return subprocess.run(
+        [str(BIN / "dvc"), *args], cwd=repo, env={**user_env(), **env}, capture_output=True, text=True
+    )
+
+
 @dataclass
 class Reproduced:
     repo: Path
     params: dict
-    first: subprocess.CompletedProcess | None  # the first `dvc repro`, run as a user runs it
+    first: subprocess.CompletedProcess  # the first `dvc repro`, run as a user runs it
 
     @property
     def stdout(self) -> str:
@@ -49,13 +56,7 @@ class Reproduced:
 
     def run_dvc(self, *args: str, repo: Path | None = None, **env: str) -> subprocess.CompletedProcess:
         """`dvc args` in the repository (or `repo`) as a user runs it, whatever its exit status."""
-        return subprocess.run(
-            [str(BIN / "dvc"), *args],
-            cwd=repo or self.repo,
-            env={**user_env(), **env},
-            capture_output=True,
-            text=True,
-        )
+        return run_dvc(repo or self.repo, *args, **env)
 
     def dvc(self, *args: str, repo: Path | None = None, **env: str) -> str:
         """The standard output of `dvc args`, which must succeed."""
@@ -95,7 +96,6 @@ def reproduce(repo: Path, tiny_params: dict) -> Reproduced:
     params["lecture"].update(feature_images=2, feature_channels=4)
     # Every stage runs here, import_weights too: not restored from the session's run cache.
     sandbox.make_repo(repo, params, run_cache=False)
-    reproduced = Reproduced(repo, params, None)
-    reproduced.first = reproduced.run_dvc("repro")
-    assert reproduced.first.returncode == 0, reproduced.first.stdout[-3000:] + reproduced.first.stderr[-3000:]
-    return reproduced
+    first = run_dvc(repo, "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return Reproduced(repo, params, first)

@@ -2,9 +2,9 @@
 
 It is the pipeline's one DVC metrics file, so `dvc exp show` names a column `cnn.accuracy` and
 `--sort-by cnn.accuracy` finds it. With a metrics file per model, DVC prefixed every column whose
-name several files share with the file's path (`reports/models/cnn/metrics.json:accuracy`: four of
-them fill a terminal) and `--sort-by accuracy` was ambiguous. Each model's own metrics.json, which
-its evaluate stage writes, stays beside its other reports.
+name several files share with the file's path (`reports/models/cnn/metrics.json:accuracy`: two of
+them filled a 160-column terminal) and `--sort-by accuracy` was ambiguous. Each model's own
+metrics.json, which its evaluate stage writes, stays beside its other reports.
 """
 
 from __future__ import annotations

@@ -84,20 +84,28 @@ def committed_lock(repo: Path, rev: str) -> dict:
     return yaml.safe_load(proc.stdout)
 
 
+def metric_of(path: str, key: str) -> tuple[str, str]:
+    """(model, metric) of a `dvc metrics diff` key: reports/metrics.json's keys are `<model>.<metric>`
+    (the metrics stage); a commit before it had a metrics file per model (reports/models/<model>/)."""
+    if "." in key:
+        owner, _, metric = key.partition(".")
+        return owner, metric
+    return Path(path).parent.name, key
+
+
 def judge(diff: dict, tolerance: Verify) -> tuple[list[str], list[str]]:
-    """(outside, within) lines from `dvc metrics diff --all --json`'s mapping: reports/metrics.json's
-    keys are `<model>.<metric>` (the metrics stage), the form of `verify.tolerance`'s specific keys."""
+    """(outside, within) lines from `dvc metrics diff --all --json`'s mapping."""
     outside, within = [], []
     for path, metrics in sorted(diff.items()):
         for key, change in sorted(metrics.items()):
             old, new = change.get("old"), change.get("new")
             where = f"{path}: {key}"
-            owner, _, metric = key.partition(".")
+            owner, metric = metric_of(path, key)
             allowed = tolerance.allowed(owner, metric)
             if allowed is None:
                 raise UserError(
                     f"params.yaml: verify.tolerance: no tolerance for {metric} ({key} in {path}); "
-                    f"add `{metric}: <largest absolute difference>` or `{key}: ...`"
+                    f"add `{metric}: <largest absolute difference>` or `{owner}.{metric}: ...`"
                 )
             if old == new:
                 continue
