@@ -140,8 +140,9 @@ def shared_run_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_classification(tmp_path_factory) -> tiny_classification_repo.Reproduced:
-    """The tiny classification pipeline the files of tiny_classification_repo.FILES read in turn."""
+def reproduced(tmp_path_factory) -> tiny_classification_repo.Reproduced:
+    """The tiny classification pipeline the files of tiny_classification_repo.FILES read in turn, its
+    first `dvc repro` run in a user's environment."""
     path = tmp_path_factory.mktemp("tiny_classification") / "repo"
     return tiny_classification_repo.reproduce(path, tiny(project_params()))
 

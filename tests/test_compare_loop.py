@@ -37,8 +37,8 @@ def swept_runs(sweep: Reproduced) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def sweep(tiny_classification) -> Reproduced:
-    s = tiny_classification
+def sweep(reproduced) -> Reproduced:
+    s = reproduced
     assert "Running stage" not in s.dvc("repro")  # the defaults, reproduced
     s.commit("baseline")  # and committed: the baseline the sweep is compared with
     for name, lr in SWEEP.items():

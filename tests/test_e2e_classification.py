@@ -28,11 +28,6 @@ from tests.tiny_classification import DATASETS, MODELS
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def reproduced(tiny_classification):
-    return tiny_classification
-
-
 def per_key(stages) -> set[str]:
     """The foreach stages (name@key) among `stages`; the others (lecture, report) gather every model."""
     return {s for s in stages if "@" in s}

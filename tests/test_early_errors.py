@@ -21,13 +21,6 @@ MISSING_DATASET = "models.cnn.dataset: no dataset 'shapez'; valid: angle_vs_rest
 LOOKS_LIKE_AN_ERROR = re.compile(r"^[EF]\d{4} |cuInit|Traceback|\berror\b|\bfailed\b|CUDA", re.I | re.M)
 
 
-@pytest.fixture
-def reproduced(tiny_classification):
-    """tests/tiny_classification.py's repository: its first `dvc repro` ran in a user's environment
-    (no TF_CPP_MIN_LOG_LEVEL of the test harness; the stages set their own)."""
-    return tiny_classification
-
-
 def test_stages_show_no_cuda_start_up_errors_on_a_cpu_machine(reproduced):
     out = reproduced.first.stdout + reproduced.first.stderr
     assert "Running stage 'train@cnn'" in out and "train cnn: best epoch" in out

@@ -67,8 +67,9 @@ class Reproduced:
         return proc.stdout
 
     def git(self, *args: str) -> str:
-        git = subprocess.run(["git", *args], cwd=self.repo, capture_output=True, text=True, check=True)
-        return git.stdout
+        from tests.conftest import run  # here: conftest imports this module
+
+        return run(["git", *args], self.repo).stdout
 
     def commit(self, message: str) -> None:
         """Commit the workspace, where anything changed."""
