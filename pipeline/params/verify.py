@@ -11,7 +11,7 @@ class Verify(Strict):
     """`make verify` (pipeline/tools/verify.py): each metrics.json key's allowed absolute difference.
 
     A key is a metric name (`accuracy`: every model's) or `<name>.<metric>` (`transfer.accuracy`:
-    reports/models/transfer/metrics.json's alone), the more specific one winning.
+    the transfer model's alone, as reports/metrics.json names it), the more specific one winning.
     """
 
     tolerance: dict[str, float] = Field(min_length=1)

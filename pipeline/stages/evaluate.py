@@ -14,7 +14,7 @@ REPORTS = (
     "roc.json",
     "shift.png",
     "overlays.png",
-    "gradcam/gradcam.png",  # 2D classifiers only (the folder is there for every model)
+    "gradcam/gradcam.png",  # 2D classifiers only (the folder is there for every model, else README.txt)
 )
 
 
@@ -51,6 +51,12 @@ def main() -> None:
         figures = load_figures(args.data, "test")  # where each figure is drawn, if the source knows
         flat, line = task.evaluate_model(
             args.name, p, model, x, y, manifest["classes"], args.reports, figures
+        )
+    gradcam = args.reports / "gradcam"
+    if not any(gradcam.iterdir()):  # an empty declared output makes DVC warn at every repro; say why
+        (gradcam / "README.txt").write_text(
+            f"No class-activation maps for models.{args.name}: Grad-CAM is drawn for classifiers of 2D "
+            "images only (this model segments, or reads sequences or videos).\n"
         )
     champion = "test_mean_iou" if segmentation else "test_accuracy"
     reports = [args.reports / n for n in REPORTS]

@@ -37,7 +37,8 @@ def evaluate_model(
     scores = metrics.classification_metrics(y, proba, classes)
     shift = metrics.shift_robustness(predict, x, y, p.shifts)
     largest = str(max(p.shifts))
-    # metrics.json (DVC metrics, one `dvc exp show` column each) holds the headline figures only;
+    # metrics.json holds the headline figures only (the metrics stage gathers them into the DVC metrics
+    # file, a `dvc exp show` column each);
     # details.json beside it the per-class and per-shift ones.
     summary = {
         "accuracy": scores["accuracy"],

@@ -17,7 +17,8 @@ from pipeline.params import CycleganParams, Params
 from pipeline.tasks.gan import GanSetup, train_and_test
 from pipeline.training import EpochBatches
 
-# metrics.json's keys (DVC metrics, a `dvc exp show` column each); the rest go to details.json.
+# metrics.json's keys (gathered by the metrics stage, a `dvc exp show` column each); the rest go to
+# details.json.
 HEADLINE = ("fid_lite0_ab", "fid_lite0_ba", "cycle_error", "test_images")
 
 

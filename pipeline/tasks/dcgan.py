@@ -15,7 +15,8 @@ from pipeline.models.gan import to_pixels
 from pipeline.params import DcganParams, Params
 from pipeline.tasks.gan import GanSetup, train_and_test
 
-# metrics.json's keys (DVC metrics, a `dvc exp show` column each); the rest go to details.json.
+# metrics.json's keys (gathered by the metrics stage, a `dvc exp show` column each); the rest go to
+# details.json.
 HEADLINE = ("fid_lite0", "fid_lite0_ratio", "label_accuracy", "diversity", "test_images")
 
 FIXED_SEED_OFFSET = 1_000  # the fixed latent sample's seed: params seed + this, apart from training's

@@ -235,8 +235,8 @@ def load_net(folder: Path, net: str, section: str, name: str) -> tuple[keras.Mod
 def log_evaluation(
     params: Params, name: str, model_file: Path, summary: dict, reports: Path, headline: tuple[str, ...]
 ) -> str:
-    """metrics.json (the `headline` keys: DVC metrics) and details.json (the rest) written, every
-    number logged (as test_<key>) into the GAN's training run."""
+    """metrics.json (the `headline` keys, which the metrics stage gathers) and details.json (the rest)
+    written, every number logged (as test_<key>) into the GAN's training run."""
     from pipeline import tracking
     from pipeline.data.arrays import write_json
 

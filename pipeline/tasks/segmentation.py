@@ -301,7 +301,8 @@ def evaluate_model(
     cm = scores["confusion_matrix"]
     counts = scores["counts"]
     errors = [v["relative_error"] for v in counts.values() if v["relative_error"] is not None]
-    # metrics.json (DVC metrics) holds the headline figures; details.json the per-class ones.
+    # metrics.json holds the headline figures (the metrics stage gathers them); details.json the
+    # per-class ones.
     summary = {
         "mean_iou": scores["mean_iou"],
         "mean_dice": scores["mean_dice"],
