@@ -79,6 +79,13 @@ def entry(section: str, name: str | None = None, **overrides: Any) -> P.Strict:
     return kind.model_validate(values)
 
 
+def scratch_twin(params: dict) -> dict:
+    """The transfer entry from random weights (params.yaml's commented transfer_scratch): the same
+    network and budget, nothing frozen, so no fine_tune_layers."""
+    twin = {k: v for k, v in copy.deepcopy(params["models"]["transfer"]).items() if k != "fine_tune_layers"}
+    return {**twin, "weights": None}
+
+
 def tiny(params: dict) -> dict:
     """The project's params shrunk to seconds: few small images, one epoch, no progress bars."""
     p = copy.deepcopy(params)
@@ -95,6 +102,9 @@ def tiny(params: dict) -> dict:
         elif ds["source"] == "spectra":
             ds["per_class"] = 12
             ds["length"] = 32
+        elif ds["source"] == "textures":
+            ds["per_class"] = 12
+            ds["image_size"] = 16
         elif ds["source"] == "motion":
             ds["per_class"] = 12
             ds["frames"] = 4

@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from pipeline import params as P
 from pipeline.errors import UserError
-from tests.conftest import ROOT, project_params
+from tests.conftest import ROOT, project_params, scratch_twin
 
 SINGLE = {"runtime": P.Runtime, "tracking": P.Tracking, "lecture": P.Lecture}
 NAMED = {"augment": P.Augment, "dcgans": P.DcganParams, "cyclegans": P.CycleganParams}
@@ -205,7 +205,7 @@ def test_a_ccd_rendering_needs_the_sensor_keys():
 
 def test_fine_tune_layers_is_refused_without_pretrained_weights():
     # pipeline.tasks.transfer.fit_two_phases unfreezes layers only where phase 1 froze them.
-    msg = error_of(lambda p: p["models"]["transfer_scratch"].update(fine_tune_layers=10))
+    msg = error_of(lambda p: p["models"].update(transfer_scratch={**scratch_twin(p), "fine_tune_layers": 10}))
     assert msg.startswith("params.yaml: models.transfer_scratch.fine_tune_layers: ignored with weights: null")
     assert "fine_tune_layers" not in valid_keys(msg)
     msg = error_of(lambda p: p["models"]["transfer"].pop("fine_tune_layers"))
@@ -215,7 +215,11 @@ def test_fine_tune_layers_is_refused_without_pretrained_weights():
 def test_the_fine_tuning_keys_are_refused_without_a_fine_tuning_phase():
     msg = error_of(lambda p: p["models"]["transfer"].update(fine_tune_epochs=0))
     assert msg.startswith("params.yaml: models.transfer.fine_tune_lr: ignored with fine_tune_epochs: 0")
-    msg = error_of(lambda p: p["models"]["transfer_scratch"].pop("fine_tune_lr"))
+
+    def twin_without_lr(p: dict) -> None:
+        p["models"]["transfer_scratch"] = {k: v for k, v in scratch_twin(p).items() if k != "fine_tune_lr"}
+
+    msg = error_of(twin_without_lr)
     assert "models.transfer_scratch.fine_tune_lr: required key is missing with fine_tune_epochs > 0" in msg
 
 
@@ -244,7 +248,7 @@ GENERATED = sorted(s for s, c in P.DATASET_SOURCES.items() if issubclass(c, P.Ge
 
 
 def test_the_generated_sources_are_ours_and_the_packaged_one():
-    assert GENERATED == ["lfw", "motion", "shapes", "spectra", "tracks"]
+    assert GENERATED == ["lfw", "motion", "shapes", "spectra", "textures", "tracks"]
     for source in GENERATED:
         assert (ROOT / P.generator_module(source)).is_file()
 

@@ -64,8 +64,8 @@ def test_summary_states_the_gap_at_eight_or_fewer_and_the_target():
     "change, message",
     [
         (
-            {"pretrained": "transfer_scratch"},
-            "lecture.learning_curve.pretrained: 'transfer_scratch' is not a transfer model with weights",
+            {"pretrained": "cnn"},
+            "lecture.learning_curve.pretrained: 'cnn' is not a transfer model with weights",
         ),
         (
             {"scratch": "transfer"},

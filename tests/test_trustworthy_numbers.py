@@ -23,7 +23,7 @@ from pipeline.training import (
     estimate_batch_norm,
     training_forward,
 )
-from tests.conftest import BIN, entry, only, project_params, run
+from tests.conftest import BIN, entry, only, project_params, run, scratch_twin
 
 
 def small_cnn(dropout: float = 0.2) -> keras.Model:
@@ -108,7 +108,9 @@ def three_epochs(tmp_path_factory):
     and the transfer network from scratch, beside the pretrained transfer model and the lecture's
     learning curve. The segmentation and transfer end-to-end checks read it too: each of them had a
     repository of its own, minutes of stage start-ups for stages this run has already."""
-    params = only(project_params(), "cnn", "unet", "transfer_scratch", "transfer")
+    params = project_params()
+    params["models"]["transfer_scratch"] = scratch_twin(params)
+    params = only(params, "cnn", "unet", "transfer_scratch", "transfer")
     params["runtime"].update(verbose=0, workers=1)
     # Enough images for three epochs to fit (so train and test figures are both meaningful), few
     # enough for minutes: the cnn's shapes at 200 per class, the unet's frames at 32x32.

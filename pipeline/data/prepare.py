@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data import folder, lfw, motion, seg_folder, shapes, spectra, tracks
+from pipeline.data import folder, lfw, motion, seg_folder, shapes, spectra, textures, tracks
 from pipeline.data.arrays import SPLITS, NpyWriter, atomic_dir, write_json
 from pipeline.data.split import stratified_split
 from pipeline.errors import UserError
@@ -29,6 +29,7 @@ from pipeline.params import (
     SegFolderDataset,
     ShapesDataset,
     SpectraDataset,
+    TexturesDataset,
     TracksDataset,
 )
 
@@ -246,11 +247,38 @@ def lfw_source(ds: LfwDataset) -> Source:
     return source
 
 
+def textures_source(ds: TexturesDataset, seed: int) -> Source:
+    """Tiles of each class's photo (pipeline.data.textures), drawn and lit from the seed."""
+    size, classes = ds.image_size, list(ds.classes)
+    plan = textures.plan(classes, ds.per_class, size, seed)
+
+    def load(k: int) -> np.ndarray:
+        label, corner = plan[k]
+        return textures.render(classes[label], corner, size, seed, ds.brightness, ds.contrast)[..., None]
+
+    source = Source(
+        classes=classes,
+        labels=[label for label, _ in plan],
+        row_shape=(size, size, 1),
+        load=load,
+        describe=lambda k: f"{classes[plan[k][0]]} tile at row {plan[k][1][0]}, column {plan[k][1][1]}",
+    )
+    # Its parameters, the seed, the drawing code's version and the photos scikit-image ships.
+    source.hasher.update(
+        json.dumps([ds.model_dump(), seed, textures.GENERATOR_VERSION], sort_keys=True).encode()
+    )
+    for name in classes:
+        source.hasher.update(textures.photo(name).tobytes())
+    return source
+
+
 def make_source(ds: Dataset, seed: int, name: str = "") -> Source:
     if isinstance(ds, ShapesDataset):
         return shapes_source(ds, seed)
     if isinstance(ds, LfwDataset):
         return lfw_source(ds)
+    if isinstance(ds, TexturesDataset):
+        return textures_source(ds, seed)
     if isinstance(ds, TracksDataset):
         return tracks_source(ds, seed)
     if isinstance(ds, SegFolderDataset):

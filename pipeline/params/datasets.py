@@ -17,6 +17,14 @@ SHAPE_CLASSES = ("angle", "line", "cross", "ring", "noise")
 TRACK_CLASSES = ("background", "muon", "alpha", "beta")  # mask values 0..3 of the tracks source
 SPECTRA_CLASSES = ("peak", "doublet", "broad", "shoulder", "edge")
 MOTION_CLASSES = ("left", "right", "up", "down")
+# The textures source's classes: grayscale photographs scikit-image ships, (height, width) pixels.
+TEXTURE_PHOTOS = {
+    "brick": (512, 512),
+    "grass": (512, 512),
+    "gravel": (512, 512),
+    "moon": (512, 512),
+    "cell": (660, 550),
+}
 
 ShapeClass = Literal["angle", "line", "cross", "ring", "noise"]
 Resize = Literal["stretch", "pad", "crop"]
@@ -213,6 +221,34 @@ class LfwDataset(GeneratedDataset):
     image_size: int = Field(ge=8, le=1024)  # 25 is the crops' own size; others are resized
 
 
+class TexturesDataset(GeneratedDataset):
+    """scikit-image's texture photographs cut into non-overlapping tiles, each lit afresh: materials
+    told apart by their texture (pipeline/data/textures.py)."""
+
+    source: Literal["textures"]
+    classes: list[Literal["brick", "grass", "gravel", "moon", "cell"]]
+    image_size: int = Field(ge=8, le=256)  # the tiles' side: they are cut at the photos' own scale
+    per_class: int = Field(ge=4, le=1_000_000)
+    brightness: float = Field(ge=0.0, le=128.0)  # grey levels a tile's brightness moves, at most
+    contrast: float = Field(ge=0.0, lt=1.0)  # a tile's contrast is scaled by 1 +- this, at most
+
+    @model_validator(mode="after")
+    def _classes_ok(self) -> TexturesDataset:
+        _distinct_classes(self.classes)
+        tiles = {
+            c: (TEXTURE_PHOTOS[c][0] // self.image_size) * (TEXTURE_PHOTOS[c][1] // self.image_size)
+            for c in self.classes
+        }
+        fewest = min(tiles, key=tiles.get)
+        if self.per_class > tiles[fewest]:
+            raise key_error(
+                "per_class",
+                f"{self.per_class}: the {fewest} photo has {tiles[fewest]} tiles of {self.image_size} px; "
+                f"valid: 4..{tiles[fewest]} (or a smaller image_size)",
+            )
+        return self
+
+
 DATASET_SOURCES: dict[str, type[DatasetBase]] = {
     "shapes": ShapesDataset,
     "folder": FolderDataset,
@@ -221,6 +257,7 @@ DATASET_SOURCES: dict[str, type[DatasetBase]] = {
     "spectra": SpectraDataset,
     "motion": MotionDataset,
     "lfw": LfwDataset,
+    "textures": TexturesDataset,
 }
 Dataset = (
     ShapesDataset
@@ -230,6 +267,7 @@ Dataset = (
     | SpectraDataset
     | MotionDataset
     | LfwDataset
+    | TexturesDataset
 )
 AnyDataset = typing.Annotated[Dataset, Field(discriminator="source")]  # a `datasets:` entry
 SEGMENTATION_SOURCES = (TracksDataset, SegFolderDataset)  # datasets whose labels are masks
