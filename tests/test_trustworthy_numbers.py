@@ -249,7 +249,8 @@ def test_transfer_pipeline_end_to_end(three_epochs):
     assert json.loads((repo / "reports/models/transfer/metrics.json").read_text())["test_images"] == 50
 
     curve = json.loads((repo / "reports/lecture/learning_curve.json").read_text())
-    assert curve["models"] == {"pretrained": "transfer", "scratch": "cnn"} and curve["dataset"] == "shapes"
+    assert curve["models"] == {"pretrained": "transfer", "scratch": "cnn"}
+    assert curve["dataset"] == project_params()["lecture"]["learning_curve"]["dataset"] == "textures"
     assert set(curve["accuracy"]["pretrained"]) == set(curve["accuracy"]["scratch"]) == {"2", "4"}
     assert curve["training_images"] == {"2": 10, "4": 20}  # five classes
     assert (repo / "reports/lecture/learning_curve.png").is_file()
