@@ -44,6 +44,18 @@ class EpochBatches(keras.utils.PyDataset):
         self.reorder()
 
 
+def fit(model: keras.Model, batches: EpochBatches, **kwargs: Any) -> keras.callbacks.History:
+    """`model.fit` over `batches` in their own order, batch 0 to len - 1, every epoch.
+
+    An EpochBatches shuffles its rows per epoch from (seed, epoch) already. Keras's fit (shuffle=True)
+    would shuffle the order of the batches once more with Python's global `random`, whose state
+    depends on how many epochs this process ran: a resumed training took epoch k's batches in
+    another order than an uninterrupted one (other weights), and online augmentation's look-ahead
+    drew batches that came much later or not at all in that epoch. Every stage fits through here.
+    """
+    return model.fit(batches, shuffle=False, **kwargs)
+
+
 class ArrayBatches(EpochBatches):
     """Batches from (memory-mapped) arrays, shuffled per epoch with a seeded order; y=None for predict.
 

@@ -66,7 +66,8 @@ def test_shuffle_is_seeded_per_epoch_and_covers_every_row_once():
 def test_fit_trains_each_epoch_on_its_own_order_and_a_resumed_fit_on_the_same():
     """Keras calls on_epoch_end before a fit's first epoch too (resetting its iterator after reading
     two batches for their shapes): epochs are counted where they begin, so epoch k of any fit,
-    uninterrupted or resumed with start_at(k), trains on the order of epoch k."""
+    uninterrupted or resumed with start_at(k), trains on the order of epoch k, batch after batch
+    (training.fit: Keras's own shuffle of the batches followed how many epochs the process had run)."""
     x, y = indexed(24)
 
     class Recorded(training.ArrayBatches):
@@ -93,17 +94,17 @@ def test_fit_trains_each_epoch_on_its_own_order_and_a_resumed_fit_on_the_same():
         return net
 
     straight = Recorded()
-    model().fit(straight, epochs=3, verbose=0)
+    training.fit(model(), straight, epochs=3, verbose=0)
     expected = {}
-    for e in range(3):  # the batches of epoch e, drawn by a fresh object
+    for e in range(3):  # the batches of epoch e, drawn by a fresh object, in their order
         fresh = training.ArrayBatches(x, y, 8, shuffle=True, seed=4, num_classes=3)
         fresh.start_at(e)
-        expected[e] = sorted(sorted(int(r) for r in fresh.order[i : i + 8]) for i in range(0, 24, 8))
-    assert {e: sorted(b) for e, b in straight.seen.items()} == expected
+        expected[e] = [sorted(int(r) for r in fresh.order[i : i + 8]) for i in range(0, 24, 8)]
+    assert straight.seen == expected
     resumed = Recorded()
     resumed.start_at(2)
-    model().fit(resumed, epochs=3, initial_epoch=2, verbose=0)
-    assert sorted(resumed.seen[2]) == sorted(straight.seen[2]) and set(resumed.seen) == {2}
+    training.fit(model(), resumed, epochs=3, initial_epoch=2, verbose=0)
+    assert resumed.seen == {2: straight.seen[2]}
 
 
 def test_batches_read_memory_mapped_arrays(tmp_path):
@@ -242,3 +243,21 @@ def test_asking_for_a_gpu_without_one_is_a_user_error():
         pytest.skip("this machine has a GPU")
     with pytest.raises(UserError, match=r"runtime\.device: 'gpu' but no GPU is visible"):
         runtime.setup(entry("runtime", device="gpu"), seed=0)
+
+
+def test_every_stage_fits_through_training_fit():
+    """A stage's `model.fit` straight on its batches would let Keras reshuffle them (see training.fit)."""
+    import ast
+
+    from pipeline.tools.sandbox import ROOT
+
+    direct = []
+    for folder in ("tasks", "lecture"):
+        for path in sorted((ROOT / "pipeline" / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                call = node if isinstance(node, ast.Call) else None
+                if call and isinstance(call.func, ast.Attribute) and call.func.attr == "fit":
+                    owner = call.func.value
+                    if not (isinstance(owner, ast.Name) and owner.id == "training"):
+                        direct.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not direct, f"fit the batches with training.fit: {direct}"

@@ -108,7 +108,7 @@ class Bench:
         checkpoints.clear()
         best = training.BestAndResume(checkpoints, "bench", p.early_stopping)
         callbacks = [training.PreciseBatchNorm(batches), best, timer.callback()]
-        model.fit(batches, validation_data=val, epochs=self.epochs, callbacks=callbacks, verbose=0)
+        training.fit(model, batches, validation_data=val, epochs=self.epochs, callbacks=callbacks, verbose=0)
         checkpoints.clear()
         return timer.images_per_second(len(x)), _digest(model.get_weights())
 
@@ -129,7 +129,7 @@ class Bench:
             jit_compile=self.params.runtime.jit_compile,
         )
         timer = EpochTimer()
-        model.fit(batches, epochs=self.epochs, callbacks=[timer.callback()], verbose=0)
+        training.fit(model, batches, epochs=self.epochs, callbacks=[timer.callback()], verbose=0)
         return timer.images_per_second(len(x)), _digest(model.sampler.get_weights())
 
     # -------------------------------------------------------------- a bare model.fit

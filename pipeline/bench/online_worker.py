@@ -69,8 +69,13 @@ def main() -> None:
         model = build(p.architecture, shape, classes, **arch_kwargs(p))
         training.compile_model(model, p, classes, len(train_data), runtime.jit_compile)
         timer = EpochTimer()
-        model.fit(
-            train_data, validation_data=val_data, epochs=p.epochs, callbacks=[timer.callback()], verbose=0
+        training.fit(
+            model,
+            train_data,
+            validation_data=val_data,
+            epochs=p.epochs,
+            callbacks=[timer.callback()],
+            verbose=0,
         )
         if online is not None:
             online.close()

@@ -66,7 +66,9 @@ def main() -> None:
             logger = tracking.EpochLogger()
             best = training.BestAndResume(checkpoints, run.info.run_id, p.early_stopping, flush=logger.wait)
             callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=logger.log), best, timer.callback()]
-            model.fit(train_data, validation_data=val_data, epochs=p.epochs, callbacks=callbacks, verbose=0)
+            training.fit(
+                model, train_data, validation_data=val_data, epochs=p.epochs, callbacks=callbacks, verbose=0
+            )
             logger.wait()  # as the stage does before saving the model
         checkpoints.clear()
         return timer, logger.seconds / p.epochs

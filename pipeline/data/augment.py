@@ -326,8 +326,8 @@ def _init_views(spec: Augment, dataset: str, seed: int, paths: list[Path]) -> No
     _views = _Views(spec, dataset, seed, [np.load(p, mmap_mode="r") for p in paths])
 
 
-def _draw_rows(epoch: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    return _views.rows(epoch, rows)
+def _draw_batches(epoch: int, batches: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    return [_views.rows(epoch, rows) for rows in batches]
 
 
 class OnlineAugment:
@@ -339,12 +339,16 @@ class OnlineAugment:
     workers > 1, processes draw the next batches while the current one trains.
     """
 
+    GROUP = 4  # batches per task: each hand-off wakes a worker and the pool's threads on busy cores
+
     def __init__(self, spec: Augment, dataset: str, seed: int, paths: list[Path], workers: int):
         arrays = [np.load(p, mmap_mode="r") for p in paths]
         self.masks = len(arrays) > 1
         self.rows = len(arrays[0]) * (1 + spec.copies)
-        self.ahead = 4 * workers if workers > 1 else 0  # batches in flight: hide a busy core's latency
-        self._futures: dict[tuple[int, bytes], Future] = {}
+        # Batches asked for ahead (ArrayBatches passes that many upcoming ones): two groups per
+        # worker in flight, so a worker descheduled on a busy core delays no step.
+        self.ahead = 2 * self.GROUP * workers if workers > 1 else 0
+        self._pending: dict[tuple[int, bytes], tuple[Future, int]] = {}
         self._pool = None
         self._local = None
         if workers > 1:
@@ -364,23 +368,31 @@ class OnlineAugment:
         else:
             self._local = _Views(spec, dataset, seed, arrays)
 
+    def _submit(self, epoch: int, batches: list[np.ndarray]) -> None:
+        future = self._pool.submit(_draw_batches, epoch, batches)
+        for j, rows in enumerate(batches):
+            self._pending[epoch, rows.tobytes()] = (future, j)
+
     def batch(
         self, epoch: int, rows: np.ndarray, next_rows: list[np.ndarray] = ()
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Images (and masks) of `rows` in `epoch`; `next_rows` are the batches that come next."""
         if self._pool is None:
             return self._local.rows(epoch, rows)
-        for ahead in next_rows[: self.ahead]:
-            key = (epoch, ahead.tobytes())
-            if key not in self._futures:
-                self._futures[key] = self._pool.submit(_draw_rows, epoch, ahead)
-        future = self._futures.pop((epoch, rows.tobytes()), None)
-        if future is None:
-            future = self._pool.submit(_draw_rows, epoch, rows)
+        key = (epoch, rows.tobytes())
+        if key not in self._pending:
+            self._submit(epoch, [rows])
+        window = list(next_rows[: self.ahead])
+        todo = [r for r in window if (epoch, r.tobytes()) not in self._pending]
+        # Whole groups only, but the window's last batches once it reaches the end of the epoch.
+        full = len(todo) if len(window) < self.ahead else len(todo) - len(todo) % self.GROUP
+        for lo in range(0, full, self.GROUP):
+            self._submit(epoch, todo[lo : lo + self.GROUP])
+        future, j = self._pending.pop(key)
         # Batches of an epoch that is over were asked for ahead and will not be: drop them.
-        for key in [k for k in self._futures if k[0] != epoch]:
-            self._futures.pop(key).cancel()
-        return future.result()
+        for stale in [k for k in self._pending if k[0] != epoch]:
+            self._pending.pop(stale)[0].cancel()
+        return future.result()[j]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -53,7 +53,7 @@ class Learner:
 
     def score(self, x: np.ndarray, y: np.ndarray, tx: np.ndarray, ty: np.ndarray, seed: int) -> float:
         """Test accuracy on (tx, ty) after p.epochs on (x, y), from the initialisation of `seed`."""
-        from pipeline.training import ArrayBatches, estimate_batch_norm, predict_proba
+        from pipeline.training import ArrayBatches, estimate_batch_norm, fit, predict_proba
 
         self.keras.utils.set_random_seed(seed)
         self.model.set_weights(self.build().get_weights())
@@ -65,7 +65,7 @@ class Learner:
         # cost more than these few steps per epoch.
         rng = np.random.default_rng(seed)
         order = np.concatenate([rng.permutation(len(x)) for _ in range(self.p.epochs)])
-        self.model.fit(ArrayBatches(x[order], y[order], batch, False, seed, self.classes), verbose=0)
+        fit(self.model, ArrayBatches(x[order], y[order], batch, False, seed, self.classes), verbose=0)
         estimate_batch_norm(self.model, ArrayBatches(x, y, batch, True, seed, self.classes), self.forward)
         return float(np.mean(predict_proba(self.model, tx).argmax(axis=1) == ty))
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.params import Params
-from pipeline.training import EpochBatches
+from pipeline.training import EpochBatches, fit
 
 
 def adam(lr: float, beta_1: float, steps: int) -> keras.optimizers.Optimizer:
@@ -197,7 +197,8 @@ def train_gan(
         callbacks = [measures, keras.callbacks.LambdaCallback(on_epoch_end=epoch_logger.log)]
         if checkpoints is not None:
             callbacks.append(GanCheckpoint(checkpoints, run_id, measures, epoch_logger.wait))
-        model.fit(
+        fit(
+            model,
             setup.data,
             epochs=p.epochs,
             initial_epoch=start,

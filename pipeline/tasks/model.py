@@ -28,6 +28,7 @@ from pipeline.training import (
     Checkpoints,
     PreciseBatchNorm,
     compile_model,
+    fit,
     save_model,
 )
 
@@ -171,7 +172,8 @@ def train_model(
                 scope=lambda: distribution(rt),
             )
         else:
-            model.fit(
+            fit(
+                model,
                 train_data,
                 validation_data=val_data,
                 epochs=p.epochs,

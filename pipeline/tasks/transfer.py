@@ -100,7 +100,8 @@ def fit_phase(
     def log(epoch: int, logs: dict) -> None:
         epoch_logger.log(epoch, {**logs, "phase": phase})
 
-    model.fit(
+    training.fit(
+        model,
         train_data,
         validation_data=val_data,
         initial_epoch=start,
