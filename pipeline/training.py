@@ -87,24 +87,39 @@ class ArrayBatches(EpochBatches):
         self.rows = len(x) if augment is None else augment.rows
         self.reorder()
 
+    def order_of(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.rows)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.rows)
+
     def reorder(self) -> None:
-        shuffled = (
-            np.random.default_rng([self.seed, self.epoch]).permutation(self.rows) if self.shuffle else None
-        )
-        self.order = np.arange(self.rows) if shuffled is None else shuffled
+        self.order = self.order_of(self.epoch)
+        self._next_order = None  # the next epoch's, drawn when online augmentation looks that far
 
     def __len__(self) -> int:
         return math.ceil(self.rows / self.batch_size)
 
-    def _batch_rows(self, i: int) -> np.ndarray:
+    def _batch_rows(self, i: int, order: np.ndarray | None = None) -> np.ndarray:
         # Sorted indices make memory-mapped reads sequential; order within a batch does not matter.
-        return np.sort(self.order[i * self.batch_size : (i + 1) * self.batch_size])
+        order = self.order if order is None else order
+        return np.sort(order[i * self.batch_size : (i + 1) * self.batch_size])
+
+    def _upcoming(self, i: int) -> list[tuple[int, np.ndarray]]:
+        """(epoch, rows) of the `augment.ahead` batches after batch i, on into the next epoch's: its
+        first views are then drawn while this epoch ends, not while its first step waits."""
+        ahead = self.augment.ahead
+        upcoming = [(self.epoch, self._batch_rows(j)) for j in range(i + 1, min(i + 1 + ahead, len(self)))]
+        if len(upcoming) < ahead:
+            if self._next_order is None:
+                self._next_order = self.order_of(self.epoch + 1)
+            for j in range(min(ahead - len(upcoming), len(self))):
+                upcoming.append((self.epoch + 1, self._batch_rows(j, self._next_order)))
+        return upcoming
 
     def __getitem__(self, i: int):
         idx = self._batch_rows(i)
         if self.augment is not None:
-            upcoming = [self._batch_rows(j) for j in range(i + 1, min(i + 1 + self.augment.ahead, len(self)))]
-            x, masks = self.augment.batch(self.epoch, idx, upcoming)
+            x, masks = self.augment.batch(self.epoch, idx, self._upcoming(i) if self.augment.ahead else [])
             return x, masks if self.sparse else np.asarray(self.y[idx % len(self.x)])
         if self.y is None:
             return np.asarray(self.x[idx])

@@ -102,6 +102,25 @@ def test_resumed_training_sees_the_batches_it_would_have_seen(tmp_path):
     assert not same(straight[1:2], straight[2:])
 
 
+def test_the_end_of_an_epoch_draws_the_next_epochs_first_views_ahead(tmp_path):
+    """Workers draw the next epoch's first batches while this one ends, so its first step finds them."""
+    spec = entry("augment", "shapes", mode="online", copies=1, transforms=NOISY)
+    out = recipe(tmp_path, spec)
+    online = augment.online_for(out, 2)
+    batches = ArrayBatches(*_split(out), 8, True, 7, 3, augment=online)
+    try:
+        batches.on_epoch_begin()  # epoch 0
+        batches[len(batches) - 1]
+        first = np.sort(batches.order_of(1)[:8])
+        assert (1, first.tobytes()) in online._pending
+        future, j = online._pending[1, first.tobytes()]
+        batches.on_epoch_end()
+        batches.on_epoch_begin()  # epoch 1: its first batch is the one drawn ahead
+        assert np.array_equal(batches[0][0], future.result()[j][0])
+    finally:
+        online.close()
+
+
 def test_labels_follow_their_images(tmp_path):
     spec = entry("augment", "shapes", mode="online", copies=2, transforms=NOISY)
     out = recipe(tmp_path, spec)

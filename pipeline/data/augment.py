@@ -309,7 +309,8 @@ class _Views:
 
     def seeds(self, epoch: int, view: int, n: int) -> np.ndarray:
         if (epoch, view) not in self._seeds:
-            self._seeds = {k: v for k, v in self._seeds.items() if k[0] == epoch}  # only this epoch's
+            # This epoch's and its neighbours' (a task may hold the next epoch's first batches).
+            self._seeds = {k: v for k, v in self._seeds.items() if abs(k[0] - epoch) <= 1}
             sequence = np.random.SeedSequence([self.seed, epoch, view])
             self._seeds[epoch, view] = sequence.generate_state(n, np.uint64)
         return self._seeds[epoch, view]
@@ -326,8 +327,8 @@ def _init_views(spec: Augment, dataset: str, seed: int, paths: list[Path]) -> No
     _views = _Views(spec, dataset, seed, [np.load(p, mmap_mode="r") for p in paths])
 
 
-def _draw_batches(epoch: int, batches: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    return [_views.rows(epoch, rows) for rows in batches]
+def _draw_batches(batches: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    return [_views.rows(epoch, rows) for epoch, rows in batches]
 
 
 class OnlineAugment:
@@ -368,29 +369,30 @@ class OnlineAugment:
         else:
             self._local = _Views(spec, dataset, seed, arrays)
 
-    def _submit(self, epoch: int, batches: list[np.ndarray]) -> None:
-        future = self._pool.submit(_draw_batches, epoch, batches)
-        for j, rows in enumerate(batches):
+    def _submit(self, batches: list[tuple[int, np.ndarray]]) -> None:
+        future = self._pool.submit(_draw_batches, batches)
+        for j, (epoch, rows) in enumerate(batches):
             self._pending[epoch, rows.tobytes()] = (future, j)
 
     def batch(
-        self, epoch: int, rows: np.ndarray, next_rows: list[np.ndarray] = ()
+        self, epoch: int, rows: np.ndarray, next_rows: list[tuple[int, np.ndarray]] = ()
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Images (and masks) of `rows` in `epoch`; `next_rows` are the batches that come next."""
+        """Images (and masks) of `rows` in `epoch`; `next_rows` are the (epoch, rows) that come next."""
         if self._pool is None:
             return self._local.rows(epoch, rows)
         key = (epoch, rows.tobytes())
         if key not in self._pending:
-            self._submit(epoch, [rows])
+            self._submit([(epoch, rows)])
         window = list(next_rows[: self.ahead])
-        todo = [r for r in window if (epoch, r.tobytes()) not in self._pending]
-        # Whole groups only, but the window's last batches once it reaches the end of the epoch.
+        todo = [(e, r) for e, r in window if (e, r.tobytes()) not in self._pending]
+        # Whole groups only, but the window's last batches when it is short (the training's end).
         full = len(todo) if len(window) < self.ahead else len(todo) - len(todo) % self.GROUP
         for lo in range(0, full, self.GROUP):
-            self._submit(epoch, todo[lo : lo + self.GROUP])
+            self._submit(todo[lo : lo + self.GROUP])
         future, j = self._pending.pop(key)
-        # Batches of an epoch that is over were asked for ahead and will not be: drop them.
-        for stale in [k for k in self._pending if k[0] != epoch]:
+        # Batches of an earlier epoch were asked for ahead and will not be (a resumed or shorter
+        # fit): drop them.
+        for stale in [k for k in self._pending if k[0] < epoch]:
             self._pending.pop(stale)[0].cancel()
         return future.result()[j]
 
