@@ -25,8 +25,12 @@ from collections.abc import Iterator
 # attribute is ignored, as the line itself says); and TensorFlow's retracing warning about Keras's
 # predict step: every model traces its own predict graph once per input shape, but TensorFlow counts
 # the traces of that one Python function across models, so a stage predicting with a dozen small
-# models (the lecture: learning curve, symmetries) is told to stop retracing what it traces once. Any
-# other line, an error or a warning (a retracing warning about any other function too), still shows.
+# models (the lecture: learning curve, symmetries) is told to stop retracing what it traces once. On
+# some CPUs (a 2-core Xeon, not the AVX-512 EPYC) the GAN stages add two more: grappler's remapper, an
+# optional graph rewrite that fuses a conv, its bias and activation, declines the discriminators'
+# LeakyReLU gradient (the graph then runs unfused, as the meta-optimizer rolls that pass back), and
+# oneDNN says it leaves int32 ops to Eigen. Any other line, an error or a warning (a retracing warning
+# about any other function, a remapper failure on another op), still shows.
 KNOWN_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IW]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\..*"
@@ -41,6 +45,11 @@ KNOWN_NOISE = re.compile(
     r"NodeDef: \{\{node ParallelMapDatasetV2[^}]*\}\}"
     r"|WARNING:tensorflow:\d+ out of the last \d+ calls to <function TensorFlowTrainer\.make_predict_function"
     r"\.<locals>\.one_step_on_data_distributed at 0x[0-9a-f]+> triggered tf\.function retracing\. .*"
+    r"|E\d{4} [\d:. ]+\d+ meta_optimizer\.cc:\d+\] remapper failed: INVALID_ARGUMENT: Mutation::Apply "
+    r"error: fanout '[^']*/gradient_tape/[^']*/LeakyRelu/LeakyReluGrad' exist for missing node "
+    r"'[^']*/BiasAdd'\."
+    r"|E\d{4} [\d:. ]+\d+ util\.cc:\d+\] oneDNN supports DT_INT32 only on platforms with AVX-512\. "
+    r"Falling back to the default Eigen-based implementation if present\."
 )
 _LINE_END = re.compile(rb"(?<=[\r\n])")
 # Written into the pipe when the block ends: whatever the process wrote before is then passed on.
