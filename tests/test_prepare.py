@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipeline.data.arrays import SPLITS
-from pipeline.data.prepare import prepare
+from pipeline.data.prepare import prepare, read_rows
 from pipeline.data.split import stratified_split
 from pipeline.params import ShapesDataset
 from tests.conftest import ROOT, entry, only, project_params, tiny
@@ -156,3 +156,12 @@ def test_prepare_folder_under_each_resize_policy(tmp_path, policy):
         assert set(np.unique(x[y == 1][:, 3:9])) == {250}
     else:
         assert set(np.unique(x[y == 0])) == {60} and set(np.unique(x[y == 1])) == {250}
+
+
+def test_read_rows_gives_the_rows_asked_for_in_their_order(tmp_path):
+    x = np.arange(7 * 3 * 2, dtype=np.uint8).reshape(7, 3, 2)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "masks.npy", (x > 20).astype(np.int64))  # another dtype
+    for name, array in (("x.npy", x), ("masks.npy", (x > 20).astype(np.int64))):
+        rows = np.stack(list(read_rows(tmp_path / name, [5, 0, 6, 0])))
+        assert rows.dtype == array.dtype and np.array_equal(rows, array[[5, 0, 6, 0]])

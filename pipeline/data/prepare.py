@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +291,22 @@ def make_source(ds: Dataset, seed: int, name: str = "") -> Source:
     return folder_source(ds)
 
 
+def read_rows(path: Path, indices) -> Iterator[np.ndarray]:
+    """Rows `indices` of a .npy file, each read with its own pread. Not through a memory mapping: every
+    page read from a mapping counts towards the process's resident memory, so copying a scratch file
+    of the whole dataset that way made prepare's peak grow with the dataset (the prepare benchmark:
+    1.95 GiB for 40,000 128x128 RGB images); read, the rows pass through the page cache alone."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(f)
+        offset, size = f.tell(), int(np.prod(shape[1:])) * dtype.itemsize
+        for j in indices:
+            yield np.frombuffer(os.pread(f.fileno(), size, offset + int(j) * size), dtype).reshape(shape[1:])
+
+
 def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = True) -> dict:
     """Write {train,val,test}_{x,y}.npy and manifest.json into out_dir; returns the manifest.
 
@@ -341,8 +358,6 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
                 f"({skipped_count} file(s) skipped{example})"
             )
         splits = stratified_split(labels, ds.val_fraction, ds.test_fraction, seed)
-        decoded = np.load(all_x, mmap_mode="r")
-        decoded_masks = np.load(all_y, mmap_mode="r") if segmentation else None
         for split in SPLITS:
             idx = splits[split]
             pixels = np.zeros(len(source.classes), np.int64)  # segmentation: pixels per class
@@ -352,11 +367,13 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
                 if segmentation
                 else nullcontext() as mask_writer,
             ):
-                for j in idx:
-                    writer.append(decoded[j])
+                masks = read_rows(all_y, idx) if segmentation else None
+                for row in read_rows(all_x, idx):
+                    writer.append(row)
                     if segmentation:
-                        mask_writer.append(decoded_masks[j])
-                        pixels += np.bincount(decoded_masks[j].ravel(), minlength=len(source.classes))
+                        mask = next(masks)
+                        mask_writer.append(mask)
+                        pixels += np.bincount(mask.ravel(), minlength=len(source.classes))
             images[split] = len(idx)
             if source.figure is not None:  # drawn again: the images stay as they were, byte for byte
                 with NpyWriter(tmp / f"{split}_figure.npy", source.row_shape[:2], len(idx)) as figures:
@@ -369,7 +386,6 @@ def prepare(name: str, ds: Dataset, seed: int, out_dir: Path, progress: bool = T
             np.save(tmp / f"{split}_y.npy", kept)
             per_class = Counter(kept.tolist())
             counts[split] = {c: per_class.get(i, 0) for i, c in enumerate(source.classes)}
-        del decoded, decoded_masks
         all_x.unlink()
         all_y.unlink(missing_ok=True)
         manifest = {
