@@ -119,7 +119,7 @@ class ArrayBatches(EpochBatches):
     def __getitem__(self, i: int):
         idx = self._batch_rows(i)
         if self.augment is not None:
-            x, masks = self.augment.batch(self.epoch, idx, self._upcoming(i) if self.augment.ahead else [])
+            x, masks = self.augment.batch(self.epoch, idx, self._upcoming(i))
             return x, masks if self.sparse else np.asarray(self.y[idx % len(self.x)])
         if self.y is None:
             return np.asarray(self.x[idx])
