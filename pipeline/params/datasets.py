@@ -226,7 +226,7 @@ class TexturesDataset(GeneratedDataset):
     told apart by their texture (pipeline/data/textures.py)."""
 
     source: Literal["textures"]
-    classes: list[Literal["brick", "grass", "gravel", "moon", "cell"]]
+    classes: list[Literal[tuple(TEXTURE_PHOTOS)]]  # the photos' names, as scikit-image calls them
     image_size: int = Field(ge=8, le=256)  # the tiles' side: they are cut at the photos' own scale
     per_class: int = Field(ge=4, le=1_000_000)
     brightness: float = Field(ge=0.0, le=128.0)  # grey levels a tile's brightness moves, at most
