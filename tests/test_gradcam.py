@@ -122,5 +122,28 @@ def test_explain_writes_the_figure_and_the_pointing_details(tmp_path):
     details = gradcam.explain("toy", model, x, y, pred, ["dark", "bright"], figures, tmp_path)
     assert (tmp_path / "gradcam.png").stat().st_size > 1000
     assert details["pointing_images"] == 3 and details["pointing_accuracy"] == pytest.approx(2 / 3)
-    assert details["method"] == "gradcam on block0_relu"
+    assert details["method"] == "gradcam on block0_relu" and details["map_cell_px"] == 1.0
     json.dumps(details)  # goes into details.json as it is
+
+
+def test_the_map_cell_is_the_image_side_over_the_last_blocks_side():
+    assert gradcam.map_cell_px(cnn((32, 32, 1), 5, filters=(16, 64))) == 2.0
+    assert gradcam.map_cell_px(cnn((32, 32, 1), 5, filters=(16, 32, 64))) == 4.0
+    assert gradcam.map_cell_px(filter_net((32, 32, 1), 2)) is None
+    assert gradcam.map_cell_px(mlp((8, 8, 1), 3)) is None
+
+
+def test_the_default_cnns_map_is_as_fine_as_the_pointing_tolerance():
+    """The issue's measure asks the default cnn's Grad-CAM peak within 2 pixels of the figure. With
+    three blocks (an 8x8 map of 4-pixel cells) its peaks missed angles by a cell, and the pointing
+    accuracy over five seeds read 0.75 to 1.00; two blocks (16x16, 2-pixel cells) read 0.98 to 1.00
+    (reports/models/cnn/NOTES.md). A default whose map is coarser than the tolerance fails here."""
+    from pipeline import params
+    from pipeline.tasks.model import build_model
+    from tests.conftest import ROOT
+
+    p = params.load(ROOT / "params.yaml")
+    shapes_ = p.datasets[p.model("cnn").dataset]  # the drawn figures: one grey channel
+    manifest = {"classes": shapes_.classes, "shape": [shapes_.image_size, shapes_.image_size, 1]}
+    model = build_model(p.model("cnn"), manifest, None, "cnn")
+    assert gradcam.map_cell_px(model) <= gradcam.POINTING_TOLERANCE

@@ -47,6 +47,16 @@ def feature_layer(model: keras.Model) -> tuple[int, str] | None:
     return None if found is None else (found, model.layers[found].name)
 
 
+def map_cell_px(model: keras.Model) -> float | None:
+    """Image pixels per cell of the Grad-CAM map (the last convolutional block's grid), None where the
+    map is not Grad-CAM's. A peak lies on a cell centre, so a map much coarser than
+    `POINTING_TOLERANCE` points at the cell next to a stroke as readily as at the stroke's own."""
+    body, _, method = _split(model)
+    if method != "gradcam":
+        return None
+    return float(model.input.shape[1] / body.output.shape[1])
+
+
 def _split(model: keras.Model) -> tuple[keras.Model | None, keras.Model, str]:
     """(body: image -> features, None where the features are the image; head: features -> the last
     layer's input; the method)."""
@@ -188,6 +198,8 @@ def explain(
     found = feature_layer(model)
     correct = pred == y
     details: dict = {"method": method if found is None else f"{method} on {found[1]}"}
+    if method == "gradcam":
+        details["map_cell_px"] = map_cell_px(model)
     if figures is not None:
         hits = pointing_hits(maps, figures)
         counted = correct & ~np.isnan(hits)
