@@ -127,7 +127,7 @@ def test_explain_writes_the_figure_and_the_pointing_details(tmp_path):
 
 
 def test_the_map_cell_is_the_image_side_over_the_last_blocks_side():
-    assert gradcam.map_cell_px(cnn((32, 32, 1), 5, filters=(16, 64))) == 2.0
+    assert gradcam.map_cell_px(cnn((32, 32, 1), 5, filters=(16, 32))) == 2.0
     assert gradcam.map_cell_px(cnn((32, 32, 1), 5, filters=(16, 32, 64))) == 4.0
     assert gradcam.map_cell_px(filter_net((32, 32, 1), 2)) is None
     assert gradcam.map_cell_px(mlp((8, 8, 1), 3)) is None
