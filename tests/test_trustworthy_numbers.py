@@ -98,11 +98,6 @@ def test_validation_of_a_short_training_is_honest():
 # Through the command a user runs: three epochs of every default model with BatchNorm.
 
 
-def final(history_csv, column: str) -> float:
-    with open(history_csv) as f:
-        return float(list(csv.DictReader(f))[-1][column])
-
-
 @pytest.fixture(scope="module")
 def three_epochs(tmp_path_factory):
     """A repository after `dvc exp run -S models.<m>.epochs=3 ... evaluate@<m>` of the cnn, the unet
@@ -135,34 +130,48 @@ def three_epochs(tmp_path_factory):
     return repo
 
 
+def kept_epoch(history_csv) -> dict[str, float]:
+    """The history row of the epoch whose weights the model keeps: the least validation loss."""
+    with open(history_csv) as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return min(rows, key=lambda row: row["val_loss"])
+
+
 @pytest.mark.slow
 def test_three_epochs_test_scores_match_training(three_epochs):
-    """`dvc exp run -S models.<m>.epochs=3`: test accuracy (unet: mean IoU) within 0.05 of the run's
-    final training figure, for the cnn, the unet and the transfer network from scratch; for an accuracy
-    on few test images, within three of its standard errors where that is wider (transfer_scratch: 50
-    faces, one standard error 0.06 at 0.8). Lagging BatchNorm statistics put test 0.7 below training."""
+    """`dvc exp run -S models.<m>.epochs=3`, for the cnn, the unet and the transfer network from
+    scratch, at the epoch whose weights are kept: the test figure (accuracy; unet: mean IoU) is not
+    below the training figure by more than 0.05, and lies within 0.05 of the validation figure of the
+    same weights; for an accuracy on few test images, within three standard errors where that is wider
+    (transfer_scratch: 50 faces, one standard error 0.06 at 0.8).
+
+    Lagging BatchNorm statistics put test 0.7 below training (0.28 at 0.99), which the first check
+    catches. The training figure is the running mean over the epoch's steps, with augmentation and
+    dropout, so a network still learning fast scores higher at the epoch's end (the two-block cnn: 0.745
+    training, 0.90 test): checked from below only. The second check, two held-out splits read by the
+    same weights, catches the test split read other than training reads its validation split."""
     reports = three_epochs / "reports" / "models"
     seen = {}
-    for model, train_column, test_key in (
-        ("cnn", "accuracy", "accuracy"),
-        ("transfer_scratch", "accuracy", "accuracy"),
-        ("unet", "mean_iou", "mean_iou"),
-    ):
+    for model, column in (("cnn", "accuracy"), ("transfer_scratch", "accuracy"), ("unet", "mean_iou")):
         history = reports / model / "history.csv"
         assert len(history.read_text().splitlines()) == 4  # header + 3 epochs
-        trained = final(history, train_column)
+        kept = kept_epoch(history)
         metrics = json.loads((reports / model / "metrics.json").read_text())
-        tested = metrics[test_key]
-        tolerance = 0.05
-        if test_key == "accuracy":  # a share of test images: its sampling error
-            tolerance = max(tolerance, 3 * math.sqrt(tested * (1 - tested) / metrics["test_images"]))
-        seen[model] = (round(trained, 3), round(tested, 3), round(tolerance, 3))
+        tested = metrics[column]
+        below, between = 0.05, 0.05
+        if column == "accuracy":  # a share of test images: its sampling error (and validation's, alike)
+            error = math.sqrt(tested * (1 - tested) / metrics["test_images"])
+            below, between = max(below, 3 * error), max(between, 3 * math.sqrt(2) * error)
+        seen[model] = {
+            "training": round(kept[column], 3),
+            "validation": round(kept[f"val_{column}"], 3),
+            "test": round(tested, 3),
+            "tolerances": (round(below, 3), round(between, 3)),
+        }
     print(seen)
-    # Seen (training, test, tolerance): cnn 0.946, 0.98, 0.05; unet 0.702, 0.744, 0.05;
-    # transfer_scratch 0.861, 0.76, 0.181 (0.839 -> 0.800 with Keras's batch order; before the
-    # re-estimate the cnn's test accuracy was 0.28 at 0.99 training accuracy).
-    for model, (trained, tested, tolerance) in seen.items():
-        assert abs(tested - trained) <= tolerance, f"{model}: training {trained}, test {tested} ({seen})"
+    for model, s in seen.items():
+        assert s["test"] >= s["training"] - s["tolerances"][0], f"{model}: test below training ({seen})"
+        assert abs(s["test"] - s["validation"]) <= s["tolerances"][1], f"{model}: test vs validation ({seen})"
 
 
 SEGMENTATION_OUTS = (
