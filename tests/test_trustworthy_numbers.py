@@ -5,7 +5,6 @@ run's repository also carries the segmentation and transfer pipelines' end-to-en
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -16,6 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.data import prepare as prep
+from pipeline.history import read_history
 from pipeline.tools import sandbox
 from pipeline.training import (
     ArrayBatches,
@@ -132,9 +132,9 @@ def three_epochs(tmp_path_factory):
 
 def kept_epoch(history_csv) -> dict[str, float]:
     """The history row of the epoch whose weights the model keeps: the least validation loss."""
-    with open(history_csv) as f:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    return min(rows, key=lambda row: row["val_loss"])
+    history = read_history(history_csv)
+    kept = int(np.argmin(history["val_loss"]))
+    return {column: values[kept] for column, values in history.items()}
 
 
 @pytest.mark.slow
